@@ -1,0 +1,227 @@
+"""The scoring engine: validate, tokenize, window long documents, pack, run, collect.
+
+The engine is synchronous and thread-confined: one forward pass at a time. The HTTP service
+merges work from many requests by calling :meth:`ScoringEngine.prepare` per request and
+:meth:`ScoringEngine.run` on the union of their items.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from finerank.engine.packing import plan_packs
+from finerank.errors import InvalidInputError
+from finerank.models.base import Backend, EncodedPair, Pack
+
+LongDocumentMode = Literal["truncate", "chunk"]
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """The score of one document.
+
+    ``score`` is a probability in [0, 1] (sigmoid of ``logit``). For Qwen3 ``logit`` is the
+    margin logit("yes") - logit("no"); for seq-cls models it is the raw class logit. ``span``
+    is the (start, end) character range of the window that scored best in ``chunk`` mode.
+    """
+
+    index: int
+    score: float
+    logit: float
+    span: tuple[int, int] | None = None
+    document: str | None = None
+
+
+@dataclass
+class PreparedRequest:
+    """Scorable items for one (query, documents) request, ready to merge with others."""
+
+    documents: list[str]
+    items: list[EncodedPair]
+    owners: list[int]  # document index of each item
+    spans: list[tuple[int, int] | None]
+    chunked: bool = False
+    num_tokens: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.num_tokens = sum(len(item.ids) for item in self.items)
+
+    def collect(self, logits: Sequence[float], *, return_documents: bool = False) -> list[ScoreResult]:
+        """Per-document results in input order; a chunked document keeps its best window."""
+        best: dict[int, tuple[float, tuple[int, int] | None]] = {}
+        for owner, logit, span in zip(self.owners, logits, self.spans, strict=True):
+            if owner not in best or logit > best[owner][0]:
+                best[owner] = (logit, span)
+        results = []
+        for index, document in enumerate(self.documents):
+            logit, span = best[index]
+            results.append(
+                ScoreResult(
+                    index=index,
+                    score=sigmoid(logit),
+                    logit=logit,
+                    span=span if self.chunked else None,
+                    document=document if return_documents else None,
+                )
+            )
+        return results
+
+
+def sigmoid(x: float) -> float:
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1.0 + z)
+
+
+def rank_results(results: list[ScoreResult], top_n: int | None) -> list[ScoreResult]:
+    """Sort by score (desc), ties by original index; keep the first ``top_n``."""
+    if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
+        raise InvalidInputError(f"top_n must be a positive integer, got {top_n!r}")
+    ranked = sorted(results, key=lambda r: (-r.logit, r.index))
+    return ranked[:top_n] if top_n is not None else ranked
+
+
+def validate_documents(documents: object) -> list[str]:
+    """Check that ``documents`` is a list of strings; say which index is wrong otherwise."""
+    if isinstance(documents, str) or not isinstance(documents, Sequence):
+        raise TypeError(f"documents must be a list of strings, got {type(documents).__name__}")
+    for index, document in enumerate(documents):
+        if not isinstance(document, str):
+            raise TypeError(
+                f"documents[{index}] must be a string, got {type(document).__name__}"
+            )
+    return list(documents)
+
+
+class ScoringEngine:
+    """Turns requests into packed forward passes on one backend.
+
+    Example:
+        >>> engine = ScoringEngine(backend, max_batch_tokens=8192)  # doctest: +SKIP
+        >>> prepared = engine.prepare("query", ["doc a", "doc b"])  # doctest: +SKIP
+        >>> prepared.collect(engine.run(prepared.items))  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        max_batch_tokens: int = 16384,
+        share_prefix: bool = True,
+        chunk_overlap: float = 0.125,
+    ):
+        if max_batch_tokens < 1:
+            raise ValueError("max_batch_tokens must be positive")
+        self.backend = backend
+        self.max_batch_tokens = max_batch_tokens
+        self.share_prefix = share_prefix and backend.supports_prefix_sharing
+        self.chunk_overlap = chunk_overlap
+
+    # ---- preparation ---------------------------------------------------------------------
+    def prepare(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        instruction: str | None = None,
+        long_document: LongDocumentMode = "truncate",
+        max_tokens_per_doc: int | None = None,
+    ) -> PreparedRequest:
+        """Validate and tokenize one request (no model call)."""
+        if not isinstance(query, str):
+            raise TypeError(f"query must be a string, got {type(query).__name__}")
+        if instruction is not None and not isinstance(instruction, str):
+            raise TypeError(f"instruction must be a string, got {type(instruction).__name__}")
+        docs = validate_documents(documents)
+        if long_document not in ("truncate", "chunk"):
+            raise InvalidInputError(
+                f"long_document must be 'truncate' or 'chunk', got {long_document!r}"
+            )
+        if max_tokens_per_doc is not None and max_tokens_per_doc < 1:
+            raise InvalidInputError(f"max_tokens_per_doc must be >= 1, got {max_tokens_per_doc}")
+        if not docs:
+            return PreparedRequest([], [], [], [], chunked=long_document == "chunk")
+        if long_document == "truncate":
+            items = self.backend.encode(query, docs, instruction, max_tokens_per_doc)
+            return PreparedRequest(docs, items, list(range(len(docs))), [None] * len(docs))
+        return self._prepare_chunked(query, docs, instruction, max_tokens_per_doc)
+
+    def _prepare_chunked(
+        self,
+        query: str,
+        docs: list[str],
+        instruction: str | None,
+        max_tokens_per_doc: int | None,
+    ) -> PreparedRequest:
+        from finerank.engine.chunking import split_windows
+
+        window = self.backend.document_budget(query, instruction)
+        if max_tokens_per_doc is not None:
+            window = min(window, max_tokens_per_doc)
+        texts: list[str] = []
+        owners: list[int] = []
+        spans: list[tuple[int, int] | None] = []
+        for index, doc in enumerate(docs):
+            for start, end in split_windows(
+                self.backend.tokenizer, doc, window_tokens=window, overlap=self.chunk_overlap
+            ):
+                texts.append(doc[start:end])
+                owners.append(index)
+                spans.append((start, end))
+        items = self.backend.encode(query, texts, instruction, None)
+        return PreparedRequest(docs, items, owners, spans, chunked=True)
+
+    # ---- execution -----------------------------------------------------------------------
+    def plan(self, items: Sequence[EncodedPair]) -> list[Pack]:
+        return plan_packs(items, self.max_batch_tokens, share_prefix=self.share_prefix)
+
+    def run(self, items: Sequence[EncodedPair]) -> list[float]:
+        """Logits for ``items`` in order; the packing never changes a value."""
+        logits = [0.0] * len(items)
+        for pack in self.plan(items):
+            for index, value in zip(pack.item_indices, self._forward(pack), strict=True):
+                logits[index] = value
+        return logits
+
+    def _forward(self, pack: Pack) -> list[float]:
+        try:
+            return self.backend.forward(pack).tolist()
+        except torch.OutOfMemoryError:
+            members = [(group, m) for group in pack.groups for m in group.members]
+            if len(members) < 2:
+                raise
+            if self.backend.device.type == "cuda":
+                torch.cuda.empty_cache()
+            # Halve and retry: never drop a pair.
+            half = len(members) // 2
+            return self._forward(_subpack(members[:half])) + self._forward(
+                _subpack(members[half:])
+            )
+
+    def score_request(
+        self,
+        query: str,
+        documents: Sequence[str],
+        **kwargs,
+    ) -> list[ScoreResult]:
+        """prepare + run + collect, in input order."""
+        return_documents = kwargs.pop("return_documents", False)
+        prepared = self.prepare(query, documents, **kwargs)
+        return prepared.collect(self.run(prepared.items), return_documents=return_documents)
+
+
+def _subpack(members) -> Pack:
+    from finerank.models.base import PackGroup
+
+    pack = Pack()
+    for group, member in members:
+        if not pack.groups or pack.groups[-1].prefix is not group.prefix:
+            pack.groups.append(PackGroup(group.prefix, []))
+        pack.groups[-1].members.append(member)
+    return pack

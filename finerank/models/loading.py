@@ -1,0 +1,164 @@
+"""Find a model on disk (or on a hub), check it is complete, and detect its family."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from finerank.errors import ModelLoadError, UnsupportedModelError
+
+Family = Literal["qwen3", "seq-cls"]
+FAMILIES: tuple[str, ...] = ("qwen3", "seq-cls")
+_WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "model*.bin")
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "sentencepiece.bpe.model",
+                    "spiece.model", "tokenizer.model")
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model directory known to hold a config, weights and a tokenizer."""
+
+    path: Path
+    config: dict[str, Any]
+    family: Family
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    return (
+        len(parts) == 2
+        and all(parts)
+        and not name.startswith((".", "/", "~"))
+        and not os.path.exists(name)
+    )
+
+
+def resolve_model_dir(name_or_path: str | os.PathLike[str], *, what: str = "model") -> Path:
+    """Return a local directory for ``name_or_path``, downloading a hub id if a network exists.
+
+    Raises:
+        ModelLoadError: the directory does not exist, or the hub id cannot be fetched (the
+            message says to pass a local directory).
+    """
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return path
+    if not _looks_like_hub_id(text):
+        raise ModelLoadError(
+            f"{what} directory not found: {path} (pass a local directory holding config.json, "
+            "weights and tokenizer files, or a hub id such as Qwen/Qwen3-Reranker-0.6B)"
+        )
+    try:
+        from huggingface_hub import snapshot_download
+
+        local = snapshot_download(
+            repo_id=text,
+            allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "merges.txt"],
+        )
+    except Exception as exc:  # network errors come in many classes
+        raise ModelLoadError(
+            f"could not download {what} {text!r} from the hub ({type(exc).__name__}: {exc}). "
+            "Without network access, download it elsewhere and pass the local directory "
+            "(e.g. --model /models/Qwen3-Reranker-0.6B)."
+        ) from exc
+    return Path(local)
+
+
+def check_model_dir(path: Path, *, what: str = "model") -> dict[str, Any]:
+    """Check that ``path`` holds config.json, weights and tokenizer files; return the config."""
+    config_file = path / "config.json"
+    missing: list[str] = []
+    if not config_file.is_file():
+        missing.append("config.json")
+    if not any(any(path.glob(pattern)) for pattern in _WEIGHT_PATTERNS):
+        missing.append("weights (*.safetensors or pytorch_model.bin)")
+    if not any((path / name).is_file() for name in _TOKENIZER_FILES):
+        missing.append("tokenizer files (tokenizer.json, or vocab/merges)")
+    if missing:
+        raise ModelLoadError(f"{what} directory {path} is missing: {', '.join(missing)}")
+    try:
+        return json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"cannot read {config_file}: {exc}") from exc
+
+
+def detect_family(config: dict[str, Any], override: str | None = None) -> Family:
+    """Pick the scoring family from ``config.json`` (``architectures``, ``model_type``).
+
+    Example:
+        >>> detect_family({"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3"})
+        'qwen3'
+        >>> detect_family({"architectures": ["BertForSequenceClassification"]})
+        'seq-cls'
+    """
+    if override is not None:
+        if override not in FAMILIES:
+            raise UnsupportedModelError(
+                f"unknown family {override!r}; supported families: {', '.join(FAMILIES)}"
+            )
+        return override  # type: ignore[return-value]
+    architectures = config.get("architectures") or []
+    arch = architectures[0] if architectures else ""
+    if arch.endswith("ForSequenceClassification"):
+        return "seq-cls"
+    if arch in ("Qwen3ForCausalLM",) or (not arch and config.get("model_type") == "qwen3"):
+        return "qwen3"
+    raise UnsupportedModelError(
+        f"unsupported architecture {arch or config.get('model_type') or 'unknown'!r}: finerank "
+        "scores with family 'qwen3' (Qwen3ForCausalLM yes/no rerankers such as "
+        "Qwen3-Reranker-0.6B/4B/8B) or 'seq-cls' (*ForSequenceClassification cross-encoders); "
+        "pass family= to override"
+    )
+
+
+def resolve_model(
+    name_or_path: str | os.PathLike[str], family: str | None = None, *, what: str = "model"
+) -> ResolvedModel:
+    """Resolve, check and classify a model in one call."""
+    path = resolve_model_dir(name_or_path, what=what)
+    config = check_model_dir(path, what=what)
+    return ResolvedModel(path=path, config=config, family=detect_family(config, family))
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """``auto`` means CUDA when present, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"invalid device {device!r}: use auto, cpu, cuda or cuda:N") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {device!r} requested but CUDA is not available")
+    return resolved
+
+
+_DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+}
+
+
+def pick_dtype(dtype: str | torch.dtype = "auto", device: torch.device | None = None) -> torch.dtype:
+    """``auto`` means bf16 on CUDA, fp32 on CPU. fp16 is refused on CPU."""
+    device = device or torch.device("cpu")
+    if isinstance(dtype, torch.dtype):
+        resolved = dtype
+    elif dtype == "auto":
+        resolved = torch.bfloat16 if device.type == "cuda" else torch.float32
+    elif dtype in _DTYPES:
+        resolved = _DTYPES[dtype]
+    else:
+        raise ModelLoadError(
+            f"invalid dtype {dtype!r}: use auto, float32, bfloat16 or float16"
+        )
+    if resolved == torch.float16 and device.type == "cpu":
+        raise ModelLoadError("float16 is only supported on CUDA; use bfloat16 or float32 on CPU")
+    return resolved

@@ -1,0 +1,115 @@
+"""Sequence-classification cross-encoders (BERT, XLM-RoBERTa, Qwen3 seq-cls conversions).
+
+One output label: score = sigmoid(logit). Pairs are tokenized as (query, document) with
+``truncation="only_second"`` like sentence-transformers' CrossEncoder; Qwen3 seq-cls
+conversions (whose single logit is l_yes - l_no) get the Qwen3 reranker template instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from finerank.errors import ModelLoadError
+from finerank.models.base import EncodedPair, Pack
+from finerank.models.qwen3 import build_template, encode_qwen3_pairs
+from finerank.models.template import format_body
+
+
+class SeqClsBackend:
+    """``AutoModelForSequenceClassification`` with one label, on length-sorted batches."""
+
+    family = "seq-cls"
+    supports_prefix_sharing = False
+
+    def __init__(self, path: Path, *, device: torch.device, dtype: torch.dtype, max_length: int):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.device = device
+        self.dtype = dtype
+        self.tokenizer = AutoTokenizer.from_pretrained(str(path))
+        self.model = AutoModelForSequenceClassification.from_pretrained(str(path), dtype=dtype)
+        self.model.to(device).eval()
+        if self.model.config.num_labels != 1:
+            raise ModelLoadError(
+                f"{path}: sequence-classification rerankers need exactly one label, "
+                f"found num_labels={self.model.config.num_labels}"
+            )
+        model_limit = getattr(self.model.config, "max_position_embeddings", max_length) or max_length
+        if self.model.config.model_type in ("bert", "xlm-roberta", "roberta", "electra"):
+            # RoBERTa-style position ids start after the padding index
+            offset = 2 if self.model.config.model_type in ("xlm-roberta", "roberta") else 0
+            model_limit -= offset
+        self.max_length = min(max_length, model_limit)
+        self.is_qwen3 = self.model.config.model_type == "qwen3"
+        if self.is_qwen3:
+            self.template = build_template(self.tokenizer, self.max_length)
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        if getattr(self.model.config, "pad_token_id", None) is None:
+            self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.pad_id = int(self.tokenizer.pad_token_id)
+
+    def encode(
+        self,
+        query: str,
+        documents: list[str],
+        instruction: str | None,
+        max_doc_tokens: int | None = None,
+    ) -> list[EncodedPair]:
+        if self.is_qwen3:
+            return encode_qwen3_pairs(
+                self.tokenizer, self.template, query, documents, instruction, max_doc_tokens
+            )
+        if max_doc_tokens is not None:
+            documents = [self._cut(doc, max_doc_tokens) for doc in documents]
+        encoded = self.tokenizer(
+            [query] * len(documents),
+            documents,
+            truncation="only_second" if query else True,
+            max_length=self.max_length,
+            return_attention_mask=False,
+        )["input_ids"]
+        return [EncodedPair(tuple(ids), None) for ids in encoded]
+
+    def _cut(self, document: str, max_tokens: int) -> str:
+        encoded = self.tokenizer(document, add_special_tokens=False, return_offsets_mapping=True)
+        offsets = encoded["offset_mapping"]
+        if len(offsets) <= max_tokens:
+            return document
+        return document[: offsets[max_tokens - 1][1]]
+
+    @torch.inference_mode()
+    def forward(self, pack: Pack) -> torch.Tensor:
+        """One logit per member in fp32 (right-padded batch; sorted lengths keep it small)."""
+        seqs = [list(group.prefix) + tail for group in pack.groups for _, tail in group.members]
+        longest = max(len(seq) for seq in seqs)
+        input_ids = torch.full((len(seqs), longest), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(seqs), longest), dtype=torch.long)
+        for row, seq in enumerate(seqs):
+            input_ids[row, : len(seq)] = torch.tensor(seq)
+            attention[row, : len(seq)] = 1
+        kwargs = {"input_ids": input_ids.to(self.device), "attention_mask": attention.to(self.device)}
+        if self.model.config.model_type == "bert":
+            # BERT pairs carry segment ids: 0 through the first [SEP], 1 after
+            kwargs["token_type_ids"] = self._token_types(input_ids, attention).to(self.device)
+        logits = self.model(**kwargs).logits
+        return logits[:, 0].to(torch.float32)
+
+    def _token_types(self, input_ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+        sep = self.tokenizer.sep_token_id
+        is_sep = (input_ids == sep).long()
+        after_first_sep = (is_sep.cumsum(dim=1) - is_sep) >= 1
+        return (after_first_sep & attention.bool()).long()
+
+    def document_budget(self, query: str, instruction: str | None) -> int:
+        """Document tokens that fit beside the query (and template, for Qwen3 conversions)."""
+        if self.is_qwen3:
+            overhead = len(self.tokenizer(format_body(query, "", instruction))["input_ids"])
+            return max(32, self.template.body_budget - overhead - 4)
+        overhead = self.count_tokens(query) + self.tokenizer.num_special_tokens_to_add(pair=True)
+        return max(32, self.max_length - overhead - 2)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -1,0 +1,82 @@
+"""One frozen settings object for every finerank entry point.
+
+Values come from (highest first) explicit keyword arguments / CLI flags, ``FINERANK_*``
+environment variables, then the defaults below. Lists (``api_keys``) are read from the
+environment as JSON (``FINERANK_API_KEYS='["k1","k2"]'``) or comma separated.
+
+Example:
+    >>> from finerank.settings import Settings
+    >>> Settings(max_length=512).max_length
+    512
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+LongDocumentMode = Literal["truncate", "chunk"]
+
+
+class Settings(BaseSettings):
+    """Configuration shared by the CLI, the HTTP server, the web page and Ray."""
+
+    model_config = SettingsConfigDict(env_prefix="FINERANK_", frozen=True, extra="forbid")
+
+    # --- model -----------------------------------------------------------------------------
+    model: str | None = Field(None, description="Reranker: local directory or hub id.")
+    served_model_name: str | None = Field(None, description="Name clients use; default: model.")
+    family: Literal["qwen3", "seq-cls"] | None = Field(None, description="Override detection.")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    dtype: str = Field("auto", description="auto | float32 | bfloat16 | float16")
+    max_length: int = Field(8192, ge=16, le=131072, description="Tokens per pair, template incl.")
+    instruction: str | None = Field(None, description="Default instruction (Qwen3 only).")
+    quantize: Literal["none", "int8"] = Field("none", description="int8 dynamic (CPU only).")
+
+    # --- engine ----------------------------------------------------------------------------
+    max_batch_tokens: int = Field(16384, ge=256, description="Token budget of one forward pass.")
+    long_document: LongDocumentMode = Field("truncate", description="truncate | chunk")
+    chunk_overlap: float = Field(0.125, ge=0.0, lt=0.9, description="Window overlap in chunk mode.")
+    share_prefix: bool = Field(True, description="Compute instruction+query tokens once.")
+
+    # --- HTTP server -----------------------------------------------------------------------
+    host: str = Field("127.0.0.1")
+    port: int = Field(8000, ge=0, le=65535)
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    protect_health: bool = Field(False, description="Require the API key on /health, /metrics.")
+    max_documents_per_request: int = Field(1000, ge=1)
+    max_tokens_per_request: int = Field(2_000_000, ge=1)
+    max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+    max_queue_pairs: int = Field(20_000, ge=1, description="Pairs waiting before 429.")
+    batch_wait_ms: float = Field(2.0, ge=0.0, description="Wait to fill a batch across requests.")
+    ui: bool = Field(False, description="Mount the web page at /ui.")
+
+    # --- retrieval -------------------------------------------------------------------------
+    embedding_model: str | None = Field(None)
+    data_dir: Path | None = Field(None, description="Embedded Qdrant data; default user data dir.")
+    qdrant_url: str | None = Field(None)
+    qdrant_api_key: str | None = Field(None)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @property
+    def public_model_name(self) -> str:
+        """The name clients see in ``/v1/models`` and must send in ``model``."""
+        if self.served_model_name:
+            return self.served_model_name
+        if self.model:
+            return self.model.rstrip("/").split("/")[-1] if "/" in self.model else self.model
+        return "finerank"
