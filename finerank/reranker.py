@@ -3,8 +3,8 @@
 Example:
     >>> from finerank import Reranker
     >>> reranker = Reranker.from_pretrained("/models/Qwen3-Reranker-0.6B")  # doctest: +SKIP
-    >>> reranker.rerank("What is the capital of China?",
-    ...                 ["The capital of China is Beijing.", "Gravity pulls things down."])  # doctest: +SKIP
+    >>> docs = ["The capital of China is Beijing.", "Gravity pulls things down."]
+    >>> reranker.rerank("What is the capital of China?", docs)  # doctest: +SKIP
     [ScoreResult(index=0, score=0.99..., logit=..., span=None, document=None), ...]
 """
 
@@ -21,11 +21,11 @@ from finerank.engine.engine import (
     LongDocumentMode,
     ScoreResult,
     ScoringEngine,
-    sigmoid,
     rank_results,
+    sigmoid,
 )
 from finerank.errors import InvalidInputError
-from finerank.models.loading import pick_device, pick_dtype, resolve_model
+from finerank.models.loading import pick_device, pick_dtype, quiet_transformers, resolve_model
 
 
 class Reranker:
@@ -61,12 +61,13 @@ class Reranker:
             >>> Reranker.from_pretrained("/no/such/dir")
             Traceback (most recent call last):
             ...
-            finerank.errors.ModelLoadError: model directory not found: /no/such/dir (pass a local directory holding config.json, weights and tokenizer files, or a hub id such as Qwen/Qwen3-Reranker-0.6B)
+            finerank.errors.ModelLoadError: model directory not found: /no/such/dir ...
         """
         started = time.perf_counter()
         resolved = resolve_model(name_or_path, family)
         torch_device = pick_device(device)
         torch_dtype = pick_dtype(dtype, torch_device)
+        quiet_transformers()
         if resolved.family == "qwen3":
             from finerank.models.qwen3 import Qwen3RerankerBackend as backend_cls
         else:
@@ -117,8 +118,8 @@ class Reranker:
         one (its character ``span`` is returned).
 
         Example:
-            >>> results = reranker.rerank("capital of China?",
-            ...     ["Beijing is the capital of China.", "Bananas are yellow."], top_n=1)  # doctest: +SKIP
+            >>> docs = ["Beijing is the capital of China.", "Bananas are yellow."]
+            >>> results = reranker.rerank("capital of China?", docs, top_n=1)  # doctest: +SKIP
             >>> results[0].index  # doctest: +SKIP
             0
         """
@@ -143,7 +144,8 @@ class Reranker:
         """Scores (P(yes), or sigmoid of the class logit) of raw (query, document) pairs.
 
         Example:
-            >>> reranker.score([("capital of China?", "Beijing is the capital of China.")])  # doctest: +SKIP
+            >>> pairs = [("capital of China?", "Beijing is the capital of China.")]
+            >>> reranker.score(pairs)  # doctest: +SKIP
             [0.99...]
         """
         return [result.score for result in self.score_pairs(pairs, instruction=instruction)]

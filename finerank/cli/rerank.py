@@ -19,7 +19,9 @@ def register(app: typer.Typer) -> None:
 def rerank_command(
     model: Annotated[str, typer.Option("--model", "-m", help="Model directory or hub id.")],
     query: Annotated[str, typer.Option("--query", "-q", help="The query.")],
-    doc: Annotated[list[str] | None, typer.Option("--doc", "-d", help="A document (repeat).")] = None,
+    doc: Annotated[
+        list[str] | None, typer.Option("--doc", "-d", help="A document (repeat).")
+    ] = None,
     docs_file: Annotated[
         Path | None, typer.Option("--docs-file", "-f", help="One document per line, or JSONL.")
     ] = None,

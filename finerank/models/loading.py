@@ -146,7 +146,9 @@ _DTYPES = {
 }
 
 
-def pick_dtype(dtype: str | torch.dtype = "auto", device: torch.device | None = None) -> torch.dtype:
+def pick_dtype(
+    dtype: str | torch.dtype = "auto", device: torch.device | None = None
+) -> torch.dtype:
     """``auto`` means bf16 on CUDA, fp32 on CPU. fp16 is refused on CPU."""
     device = device or torch.device("cpu")
     if isinstance(dtype, torch.dtype):
@@ -162,3 +164,11 @@ def pick_dtype(dtype: str | torch.dtype = "auto", device: torch.device | None = 
     if resolved == torch.float16 and device.type == "cpu":
         raise ModelLoadError("float16 is only supported on CUDA; use bfloat16 or float32 on CPU")
     return resolved
+
+
+def quiet_transformers() -> None:
+    """Silence transformers' progress bars and info logs (finerank reports load time itself)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()

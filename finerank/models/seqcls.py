@@ -7,6 +7,7 @@ conversions (whose single logit is l_yes - l_no) get the Qwen3 reranker template
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -36,7 +37,8 @@ class SeqClsBackend:
                 f"{path}: sequence-classification rerankers need exactly one label, "
                 f"found num_labels={self.model.config.num_labels}"
             )
-        model_limit = getattr(self.model.config, "max_position_embeddings", max_length) or max_length
+        config = self.model.config
+        model_limit = getattr(config, "max_position_embeddings", max_length) or max_length
         if self.model.config.model_type in ("bert", "xlm-roberta", "roberta", "electra"):
             # RoBERTa-style position ids start after the padding index
             offset = 2 if self.model.config.model_type in ("xlm-roberta", "roberta") else 0
@@ -50,6 +52,10 @@ class SeqClsBackend:
         if getattr(self.model.config, "pad_token_id", None) is None:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.pad_id = int(self.tokenizer.pad_token_id)
+        # Where segment B starts, per encoded sequence (a literal "[SEP]" inside a query makes
+        # it impossible to recover from the ids alone). Bounded: entries are re-created on encode.
+        self._segment_b_start: OrderedDict[tuple[int, ...], int] = OrderedDict()
+        self._uses_token_types = "token_type_ids" in self.tokenizer.model_input_names
 
     def encode(
         self,
@@ -70,8 +76,19 @@ class SeqClsBackend:
             truncation="only_second" if query else True,
             max_length=self.max_length,
             return_attention_mask=False,
-        )["input_ids"]
-        return [EncodedPair(tuple(ids), None) for ids in encoded]
+            return_token_type_ids=self._uses_token_types,
+        )
+        pairs = [EncodedPair(tuple(ids), None) for ids in encoded["input_ids"]]
+        if self._uses_token_types:
+            for pair, types in zip(pairs, encoded["token_type_ids"], strict=True):
+                self._remember_split(pair.ids, types.index(1) if 1 in types else len(types))
+        return pairs
+
+    def _remember_split(self, ids: tuple[int, ...], split: int) -> None:
+        self._segment_b_start[ids] = split
+        self._segment_b_start.move_to_end(ids)
+        while len(self._segment_b_start) > 65536:
+            self._segment_b_start.popitem(last=False)
 
     def _cut(self, document: str, max_tokens: int) -> str:
         encoded = self.tokenizer(document, add_special_tokens=False, return_offsets_mapping=True)
@@ -90,18 +107,20 @@ class SeqClsBackend:
         for row, seq in enumerate(seqs):
             input_ids[row, : len(seq)] = torch.tensor(seq)
             attention[row, : len(seq)] = 1
-        kwargs = {"input_ids": input_ids.to(self.device), "attention_mask": attention.to(self.device)}
-        if self.model.config.model_type == "bert":
-            # BERT pairs carry segment ids: 0 through the first [SEP], 1 after
-            kwargs["token_type_ids"] = self._token_types(input_ids, attention).to(self.device)
+        kwargs = {
+            "input_ids": input_ids.to(self.device),
+            "attention_mask": attention.to(self.device),
+        }
+        if self._uses_token_types:
+            types = torch.zeros_like(input_ids)
+            for row, seq in enumerate(seqs):
+                split = self._segment_b_start.get(tuple(seq))
+                if split is None:  # evicted: fall back to the structure [CLS] q [SEP] d [SEP]
+                    split = seq.index(self.tokenizer.sep_token_id) + 1
+                types[row, split : len(seq)] = 1
+            kwargs["token_type_ids"] = types.to(self.device)
         logits = self.model(**kwargs).logits
         return logits[:, 0].to(torch.float32)
-
-    def _token_types(self, input_ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
-        sep = self.tokenizer.sep_token_id
-        is_sep = (input_ids == sep).long()
-        after_first_sep = (is_sep.cumsum(dim=1) - is_sep) >= 1
-        return (after_first_sep & attention.bool()).long()
 
     def document_budget(self, query: str, instruction: str | None) -> int:
         """Document tokens that fit beside the query (and template, for Qwen3 conversions)."""

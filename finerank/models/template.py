@@ -23,8 +23,8 @@ def format_body(query: str, document: str, instruction: str | None = None) -> st
     """The user turn of the Qwen3 reranker prompt.
 
     Example:
-        >>> format_body("capital of France?", "Paris is the capital.")
-        '<Instruct>: Given a web search query, retrieve relevant passages that answer the query\\n<Query>: capital of France?\\n<Document>: Paris is the capital.'
+        >>> format_body("capital of France?", "Paris.", "Find the answer")
+        '<Instruct>: Find the answer\\n<Query>: capital of France?\\n<Document>: Paris.'
     """
     if instruction is None:
         instruction = DEFAULT_INSTRUCTION
