@@ -1,9 +1,176 @@
-"""CLI commands (placeholder module: commands are registered here by their owners)."""
+"""``finerank serve``: the HTTP rerank service (Cohere / Jina / vLLM / TEI dialects).
+
+The command only builds a :class:`~finerank.settings.Settings` from its flags (unset flags fall
+back to ``FINERANK_*`` environment variables, then defaults) and hands it to a runner
+(:func:`run_server`); other runners (e.g. Ray) can dispatch on the same settings.
+"""
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
 import typer
+
+from finerank.cli.common import friendly_errors
+
+if TYPE_CHECKING:
+    from finerank.settings import Settings
+
+logger = logging.getLogger("finerank.server")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the main app."""
+    app.command("serve")(serve_command)
+
+
+@friendly_errors
+def serve_command(
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Reranker directory or hub id.")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address [127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [8000]; 0 picks a free one.")] = None,
+    served_model_name: Annotated[
+        str | None, typer.Option(help="Name clients send as 'model' [model dir name].")
+    ] = None,
+    api_key: Annotated[
+        list[str] | None,
+        typer.Option("--api-key", help="Require 'Authorization: Bearer KEY' (repeatable)."),
+    ] = None,
+    max_batch_tokens: Annotated[
+        int | None, typer.Option(help="Token budget of one forward pass [16384].")
+    ] = None,
+    max_length: Annotated[int | None, typer.Option(help="Tokens per pair [8192].")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
+    dtype: Annotated[str | None, typer.Option(help="auto | float32 | bfloat16 | float16")] = None,
+    family: Annotated[str | None, typer.Option(help="qwen3 | seq-cls (default: detect)")] = None,
+    instruction: Annotated[str | None, typer.Option(help="Default instruction (Qwen3).")] = None,
+    long_document: Annotated[str | None, typer.Option(help="truncate | chunk [truncate]")] = None,
+    max_documents: Annotated[
+        int | None, typer.Option(help="Max documents per request [1000].")
+    ] = None,
+    max_tokens_per_request: Annotated[
+        int | None, typer.Option(help="Max tokens per request [2000000].")
+    ] = None,
+    max_body_bytes: Annotated[int | None, typer.Option(help="Max body size [20 MiB].")] = None,
+    max_queue_pairs: Annotated[
+        int | None, typer.Option(help="Pairs waiting before 429 [20000].")
+    ] = None,
+    batch_wait_ms: Annotated[
+        float | None, typer.Option(help="Wait to fill a batch under load [2.0].")
+    ] = None,
+    protect_health: Annotated[
+        bool | None, typer.Option(help="Require the API key on /health and /metrics.")
+    ] = None,
+    embedding_model: Annotated[
+        str | None, typer.Option(help="Embedding model: enables the retrieval routes.")
+    ] = None,
+    ui: Annotated[bool | None, typer.Option("--ui", help="Mount the web page at /ui.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Embedded Qdrant data dir.")] = None,
+    qdrant_url: Annotated[str | None, typer.Option(help="External Qdrant URL.")] = None,
+    log_level: Annotated[str, typer.Option(help="debug | info | warning")] = "info",
+    access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+) -> None:
+    """Serve the rerank API over HTTP (binds 127.0.0.1:8000 by default)."""
+    settings = serve_settings(
+        model=model,
+        host=host,
+        port=port,
+        served_model_name=served_model_name,
+        api_keys=api_key or None,
+        max_batch_tokens=max_batch_tokens,
+        max_length=max_length,
+        device=device,
+        dtype=dtype,
+        family=family,
+        instruction=instruction,
+        long_document=long_document,
+        max_documents_per_request=max_documents,
+        max_tokens_per_request=max_tokens_per_request,
+        max_body_bytes=max_body_bytes,
+        max_queue_pairs=max_queue_pairs,
+        batch_wait_ms=batch_wait_ms,
+        protect_health=protect_health,
+        embedding_model=embedding_model,
+        ui=ui,
+        data_dir=data_dir,
+        qdrant_url=qdrant_url,
+    )
+    raise typer.Exit(run_server(settings, log_level=log_level, access_log=access_log))
+
+
+def serve_settings(**flags: Any) -> Settings:
+    """Settings from the flags that were given; the rest come from ``FINERANK_*`` / defaults."""
+    from finerank.settings import Settings
+
+    settings = Settings(**{name: value for name, value in flags.items() if value is not None})
+    if not settings.model:
+        raise ValueError("no model: pass --model PATH_OR_ID (or set FINERANK_MODEL)")
+    return settings
+
+
+def run_server(settings: Settings, *, log_level: str = "info", access_log: bool = False) -> int:
+    """Run uvicorn until SIGTERM/SIGINT (graceful: in-flight requests are answered).
+
+    Returns the exit code: 0 after a clean shutdown, 2 if the model failed to load.
+    """
+    import asyncio
+    import signal
+
+    import uvicorn
+
+    from finerank.server.app import create_app
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    failure: list[BaseException] = []
+    holder: dict[str, uvicorn.Server] = {}
+
+    def on_load_error(exc: BaseException) -> None:
+        failure.append(exc)
+        holder["server"].should_exit = True
+
+    app = create_app(settings, on_load_error=on_load_error)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level.lower(),
+        access_log=access_log,
+        lifespan="on",
+        timeout_graceful_shutdown=None,
+    )
+    server = uvicorn.Server(config)
+    holder["server"] = server
+    # uvicorn re-raises the signal it shut down on; with these handlers in place the re-raise
+    # is a no-op and a graceful SIGTERM exits 0 instead of dying by the signal.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    asyncio.run(_serve_and_announce(server, app, settings))
+    if failure:
+        typer.secho(f"error: model failed to load: {failure[0]}", fg=typer.colors.RED, err=True)
+        return 2
+    return 0
+
+
+async def _serve_and_announce(server, app, settings: Settings) -> None:
+    import asyncio
+
+    task = asyncio.create_task(server.serve())
+    service = app.state.service
+    while not task.done():
+        if server.started and service.ready:
+            sockets = [s for srv in server.servers for s in srv.sockets]
+            port = sockets[0].getsockname()[1] if sockets else settings.port
+            logger.info(
+                "finerank ready: serving %r on http://%s:%d (docs: /docs)",
+                service.model_name,
+                settings.host,
+                port,
+            )
+            break
+        await asyncio.sleep(0.05)
+    await task

@@ -1,0 +1,321 @@
+"""The rerank service: one loaded model, limits, and cross-request batching.
+
+Every front end (HTTP server, CLI, web page, Ray replica) that serves many callers goes through
+a :class:`RerankService`. It owns a :class:`~finerank.Reranker` and a
+:class:`~finerank.engine.scheduler.BatchScheduler`; concurrent :meth:`RerankService.rerank`
+calls are tokenized on a helper thread and their pairs share token-budget forward passes on
+one worker thread. It raises only domain errors (:mod:`finerank.errors`), which the HTTP layer
+maps to status codes in one place. Cancelling a call (e.g. the HTTP client went away) drops its
+queued pairs before they run.
+
+Example:
+    >>> import asyncio
+    >>> from finerank.settings import Settings
+    >>> service = RerankService(Settings(model="/models/Qwen3-Reranker-0.6B"))  # doctest: +SKIP
+    >>> service.start()  # loads the model, starts the worker  # doctest: +SKIP
+    >>> outcome = asyncio.run(service.rerank("capital of China?",
+    ...     ["Beijing is the capital.", "Bananas are yellow."], top_n=1))  # doctest: +SKIP
+    >>> outcome.results[0].index, outcome.prompt_tokens  # doctest: +SKIP
+    (0, 142)
+    >>> service.stop()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from finerank.engine.engine import ScoreResult, rank_results
+from finerank.errors import (
+    InvalidInputError,
+    LimitExceededError,
+    ServiceUnavailableError,
+    UnknownModelError,
+)
+from finerank.settings import Settings
+
+if TYPE_CHECKING:
+    from finerank.engine.engine import PreparedRequest
+    from finerank.engine.scheduler import BatchScheduler, BatchStats
+    from finerank.reranker import Reranker
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RerankOutcome:
+    """Ranked results (best first, at most ``top_n``) and the tokens the model read."""
+
+    results: list[ScoreResult]
+    prompt_tokens: int
+    num_documents: int
+
+
+@dataclass(frozen=True)
+class ScoreOutcome:
+    """One result per (text_1, text_2) pair, in input order (``index`` = pair position)."""
+
+    results: list[ScoreResult]
+    prompt_tokens: int
+
+
+class RerankService:
+    """A reranker plus a batching worker, safe to call from many coroutines at once.
+
+    Pass ``reranker`` to serve an already loaded model (tests, the web page); otherwise
+    :meth:`start` loads ``settings.model``. Limits come from ``settings``
+    (``max_documents_per_request``, ``max_tokens_per_request``, ``max_queue_pairs``).
+    """
+
+    def __init__(self, settings: Settings | None = None, *, reranker: Reranker | None = None):
+        self.settings = settings or Settings()
+        if reranker is None and not self.settings.model:
+            raise InvalidInputError("no model: set Settings(model=...) or pass reranker=")
+        self.reranker: Reranker | None = reranker
+        self.scheduler: BatchScheduler | None = None
+        self._prep: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._listeners: list[Callable[[BatchStats], None]] = []
+        self._accepting = False
+
+    # ---- identity --------------------------------------------------------------------------
+    @property
+    def model_name(self) -> str:
+        """The name clients see (``/v1/models``) and may send as ``model``."""
+        return self.settings.public_model_name
+
+    @property
+    def served_names(self) -> list[str]:
+        """Every name a request's ``model`` may carry: the public name, then the model id."""
+        names = [self.model_name]
+        if self.settings.model and self.settings.model not in names:
+            names.append(self.settings.model)
+        return names
+
+    def check_model(self, name: str | None) -> None:
+        """Raise :class:`UnknownModelError` unless ``name`` is empty or a served name."""
+        if name and name not in self.served_names:
+            raise UnknownModelError(
+                f"model {name!r} is not served here; served models: "
+                + ", ".join(repr(n) for n in self.served_names)
+            )
+
+    @property
+    def ready(self) -> bool:
+        """True once the model is loaded and requests are accepted."""
+        return self._accepting and self.reranker is not None
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        """Load the model (blocking, if not given) and start the batching worker. Idempotent."""
+        from finerank.engine.scheduler import BatchScheduler
+
+        with self._lock:
+            if self._accepting:
+                return
+            if self.reranker is None:
+                self.reranker = self._load()
+            s = self.settings
+            scheduler = BatchScheduler(
+                self.reranker.engine,
+                max_batch_tokens=s.max_batch_tokens,
+                batch_wait_ms=s.batch_wait_ms,
+                max_queue_pairs=s.max_queue_pairs,
+            )
+            for listener in self._listeners:
+                scheduler.add_listener(listener)
+            scheduler.start()
+            self.scheduler = scheduler
+            # One thread: tokenizers are not safe to call concurrently, and tokenizing off the
+            # event loop keeps it responsive while a big request is prepared.
+            self._prep = ThreadPoolExecutor(1, thread_name_prefix="finerank-prepare")
+            self._accepting = True
+
+    def _load(self) -> Reranker:
+        from finerank.reranker import Reranker
+
+        s = self.settings
+        logger.info("loading model %s", s.model)
+        reranker = Reranker.from_pretrained(
+            s.model,  # type: ignore[arg-type]
+            device=s.device,
+            dtype=s.dtype,
+            max_length=s.max_length,
+            family=s.family,
+            max_batch_tokens=s.max_batch_tokens,
+            share_prefix=s.share_prefix,
+            chunk_overlap=s.chunk_overlap,
+            quantize=s.quantize,
+        )
+        logger.info(
+            "loaded %s (%s) on %s in %.1fs",
+            s.model,
+            reranker.family,
+            reranker.backend.device,
+            reranker.load_seconds,
+        )
+        return reranker
+
+    def stop(self, *, drain: bool = True) -> None:
+        """Stop accepting; with ``drain`` finish queued work first. Idempotent."""
+        with self._lock:
+            self._accepting = False
+            scheduler, prep = self.scheduler, self._prep
+        if scheduler is not None:
+            scheduler.stop(drain=drain)
+        if prep is not None:
+            prep.shutdown(wait=drain)
+
+    def add_batch_listener(self, listener: Callable[[BatchStats], None]) -> None:
+        """Call ``listener(stats)`` after each forward batch (metrics); works before start."""
+        self._listeners.append(listener)
+        if self.scheduler is not None:
+            self.scheduler.add_listener(listener)
+
+    @property
+    def queued_pairs(self) -> int:
+        return self.scheduler.queued_pairs if self.scheduler is not None else 0
+
+    # ---- scoring ---------------------------------------------------------------------------
+    async def rerank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        instruction: str | None = None,
+        top_n: int | None = None,
+        return_documents: bool = False,
+        long_document: str | None = None,
+        max_tokens_per_doc: int | None = None,
+    ) -> RerankOutcome:
+        """Rank ``documents`` for ``query`` (best first), batched with concurrent calls.
+
+        Same scores as :meth:`finerank.Reranker.rerank`. ``instruction`` and ``long_document``
+        default to the settings. Raises :class:`InvalidInputError` (bad values),
+        :class:`LimitExceededError`, :class:`QueueFullError`, :class:`ServiceUnavailableError`.
+
+        Example:
+            >>> outcome = await service.rerank("q", ["a", "b"], top_n=1)  # doctest: +SKIP
+            >>> [r.index for r in outcome.results]  # doctest: +SKIP
+            [1]
+        """
+        if top_n is not None:
+            rank_results([], top_n)  # validates before any work
+        self._check_count(len(documents) if isinstance(documents, Sequence) else 0, "documents")
+        prepared = await self._prepare(
+            query,
+            documents,
+            instruction=self.settings.instruction if instruction is None else instruction,
+            long_document=long_document or self.settings.long_document,
+            max_tokens_per_doc=max_tokens_per_doc,
+        )
+        logits = await self._submit(prepared.items)
+        results = prepared.collect(logits, return_documents=return_documents)
+        return RerankOutcome(rank_results(results, top_n), prepared.num_tokens, len(documents))
+
+    async def score(
+        self,
+        text_1: str | Sequence[str],
+        text_2: str | Sequence[str],
+        *,
+        instruction: str | None = None,
+    ) -> ScoreOutcome:
+        """Score (query, document) pairs like vLLM's ``/score``: a single ``text_1`` (or a list
+        of one) is paired with every ``text_2``; otherwise both lists pair up by position.
+
+        Example:
+            >>> outcome = await service.score("q", ["a", "b"])  # doctest: +SKIP
+            >>> [round(r.score, 3) for r in outcome.results]  # doctest: +SKIP
+            [0.12, 0.87]
+        """
+        queries = [text_1] if isinstance(text_1, str) else list(text_1)
+        documents = [text_2] if isinstance(text_2, str) else list(text_2)
+        if len(queries) == 1:
+            queries = queries * len(documents)
+        if len(queries) != len(documents):
+            raise InvalidInputError(
+                f"text_1 has {len(queries)} items and text_2 has {len(documents)}: pass one "
+                "text_1, or as many as text_2"
+            )
+        self._check_count(len(documents), "pairs")
+        instruction = self.settings.instruction if instruction is None else instruction
+        # Pairs with the same query are prepared together so their prefix is shared.
+        groups: dict[str, list[int]] = {}
+        for position, query in enumerate(queries):
+            if not isinstance(query, str):
+                raise InvalidInputError(f"text_1[{position}] must be a string")
+            groups.setdefault(query, []).append(position)
+        prepared_groups: list[tuple[list[int], PreparedRequest]] = []
+        for query, positions in groups.items():
+            docs = [documents[p] for p in positions]
+            prepared_groups.append(
+                (positions, await self._prepare(query, docs, instruction=instruction))
+            )
+        total_tokens = sum(p.num_tokens for _, p in prepared_groups)
+        self._check_tokens(total_tokens)
+        logits = await self._submit([i for _, p in prepared_groups for i in p.items])
+        results: list[ScoreResult | None] = [None] * len(documents)
+        offset = 0
+        for positions, prepared in prepared_groups:
+            part = logits[offset : offset + len(prepared.items)]
+            offset += len(prepared.items)
+            for position, result in zip(positions, prepared.collect(part), strict=True):
+                results[position] = ScoreResult(
+                    index=position, score=result.score, logit=result.logit
+                )
+        return ScoreOutcome([r for r in results if r is not None], total_tokens)
+
+    # ---- internals -------------------------------------------------------------------------
+    def _require_ready(self) -> None:
+        if not self.ready:
+            raise ServiceUnavailableError(
+                "the model is not loaded yet or the service is shutting down; retry shortly"
+            )
+
+    def _check_count(self, count: int, what: str) -> None:
+        limit = self.settings.max_documents_per_request
+        if count > limit:
+            raise LimitExceededError(
+                f"too many {what}: {count} > max_documents_per_request={limit}; split the "
+                "request",
+                limit_name="max_documents_per_request",
+                limit=limit,
+                value=count,
+            )
+
+    def _check_tokens(self, tokens: int) -> None:
+        limit = self.settings.max_tokens_per_request
+        if tokens > limit:
+            raise LimitExceededError(
+                f"request too long: {tokens} tokens > max_tokens_per_request={limit}; send "
+                "fewer or shorter documents (or set max_tokens_per_doc)",
+                limit_name="max_tokens_per_request",
+                limit=limit,
+                value=tokens,
+            )
+
+    async def _prepare(self, query: str, documents: Sequence[str], **kwargs: Any):
+        self._require_ready()
+        assert self.reranker is not None and self._prep is not None
+        call = functools.partial(self.reranker.engine.prepare, query, documents, **kwargs)
+        try:
+            prepared = await asyncio.get_running_loop().run_in_executor(self._prep, call)
+        except TypeError as exc:  # the engine names the bad field/index
+            raise InvalidInputError(str(exc)) from None
+        except RuntimeError as exc:  # executor shut down under us
+            raise ServiceUnavailableError(f"the service is shutting down ({exc})") from None
+        self._check_tokens(prepared.num_tokens)
+        return prepared
+
+    async def _submit(self, items) -> list[float]:
+        self._require_ready()
+        assert self.scheduler is not None
+        future = self.scheduler.submit(items)
+        # Cancelling the awaiting task cancels ``future``; the worker then skips the job.
+        return await asyncio.wrap_future(future)
