@@ -1,0 +1,148 @@
+"""Lexical analysis and BM25 sparse vectors for Qdrant.
+
+finerank computes the BM25 *term-frequency* part of every document vector itself and lets
+Qdrant apply the IDF part at query time (``Modifier.IDF`` on the sparse vector config), so a
+document's vector never needs re-weighting when the corpus grows or shrinks. Token ids are
+stable 32-bit hashes of the token text, so no vocabulary has to be stored or shared between
+processes (the Ray indexer computes exactly the same vectors).
+
+Analyzer: NFKC, lower case; runs of CJK characters are cut with jieba (search mode, which also
+emits the shorter words inside long ones); other text is split into letters/digits words like
+Lucene's standard analyzer, with a classic English stop list and a light plural stemmer.
+
+Example:
+    >>> analyze("Servers were attacked; 服务器数据被破坏")[:3]
+    ['server', 'attacked', '服务']
+    >>> vec = Bm25Encoder(avg_doc_length=10).document_vector("data data law")
+    >>> len(vec.indices), round(max(vec.values), 3)
+    (2, 1.712)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import unicodedata
+import zlib
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+ANALYZER_VERSION = "finerank-bm25-v1"
+
+# Lucene's classic English stop set plus a few very frequent function words.
+ENGLISH_STOPWORDS = frozenset(
+    """a an and are as at be but by for if in into is it no not of on or such that the their
+    then there these they this to was will with were been being has have had do does did from
+    which who whom what when where why how than its it's can could would should may might must
+    shall our we you your he she his her them i me my us""".split()  # noqa: SIM905
+)
+# High-frequency Chinese function words and punctuation-like particles.
+CHINESE_STOPWORDS = frozenset("的了和与或及是在对等其之由而并以为于也被将把这那")
+
+_CJK = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f"
+_RUN = re.compile(rf"([{_CJK}]+)|([^\W_]+(?:'[^\W_]+)?)", re.UNICODE)
+_WORD = re.compile(r"\w", re.UNICODE)
+
+
+def _stem(word: str) -> str:
+    """Light English stemmer (plural and possessive endings): cheap and predictable."""
+    if word.endswith("'s"):
+        word = word[:-2]
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
+
+
+_jieba = None
+
+
+def _jieba_tokenizer():
+    global _jieba
+    if _jieba is None:
+        import jieba
+
+        jieba.setLogLevel(logging.WARNING)
+        _jieba = jieba
+    return _jieba
+
+
+def analyze(text: str) -> list[str]:
+    """Index terms of ``text`` (queries and documents use the same analyzer)."""
+    text = unicodedata.normalize("NFKC", text).lower()
+    terms: list[str] = []
+    for match in _RUN.finditer(text):
+        cjk, word = match.groups()
+        if cjk:
+            for token in _jieba_tokenizer().cut_for_search(cjk):
+                if token not in CHINESE_STOPWORDS and _WORD.search(token):
+                    terms.append(token)
+        elif word not in ENGLISH_STOPWORDS:
+            terms.append(_stem(word))
+    return terms
+
+
+def token_id(term: str) -> int:
+    """Stable 32-bit id of a term (CRC-32 of its UTF-8 bytes).
+
+    Example:
+        >>> token_id("law")
+        202069295
+    """
+    return zlib.crc32(term.encode("utf-8"))
+
+
+@dataclass(frozen=True)
+class SparseVector:
+    """Sorted unique ``indices`` with their ``values`` (Qdrant's sparse vector layout)."""
+
+    indices: list[int]
+    values: list[float]
+
+
+def _to_sparse(weights: dict[int, float]) -> SparseVector:
+    ordered = sorted(weights.items())
+    return SparseVector([i for i, _ in ordered], [w for _, w in ordered])
+
+
+@dataclass(frozen=True)
+class Bm25Encoder:
+    """BM25 term weights without IDF: ``tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avg))``.
+
+    ``avg_doc_length`` is fixed per collection (recorded in its metadata when it is created)
+    so that vectors never change once written.
+    """
+
+    avg_doc_length: float
+    k1: float = 1.2
+    b: float = 0.75
+
+    def document_vector(self, text: str) -> SparseVector:
+        terms = analyze(text)
+        counts = Counter(token_id(term) for term in terms)
+        norm = self.k1 * (1 - self.b + self.b * len(terms) / max(self.avg_doc_length, 1e-9))
+        return _to_sparse(
+            {tid: tf * (self.k1 + 1) / (tf + norm) for tid, tf in counts.items()}
+        )
+
+    @staticmethod
+    def query_vector(text: str) -> SparseVector:
+        """Each distinct query term once; Qdrant multiplies by its IDF."""
+        return _to_sparse({token_id(term): 1.0 for term in analyze(text)})
+
+
+def average_length(texts: Iterable[str]) -> float:
+    """Mean number of analyzed terms (at least 1.0), used to fix a new collection's BM25."""
+    total = count = 0
+    for text in texts:
+        total += len(analyze(text))
+        count += 1
+    return max(1.0, total / count) if count else 1.0
+
+
+def idf(num_docs: int, doc_freq: int) -> float:
+    """Qdrant's IDF (``ln(1 + (N - n + 0.5) / (n + 0.5))``), for tests and explanations."""
+    return math.log(1 + (num_docs - doc_freq + 0.5) / (doc_freq + 0.5))

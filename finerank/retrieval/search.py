@@ -1,0 +1,208 @@
+"""Two-stage search: first-stage recall (BM25, dense or hybrid) then reranking.
+
+Example:
+    >>> service = SearchService(store, embedder=embedder, reranker=reranker)  # doctest: +SKIP
+    >>> response = service.search("laws", "罚款多少？", mode="hybrid", top_n=3)  # doctest: +SKIP
+    >>> [(h.first_stage_rank, h.rerank_rank, h.metadata["article_cn"]) for h in response.hits]
+    ... # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from finerank.errors import ConflictError, InvalidInputError
+from finerank.retrieval.bm25 import Bm25Encoder
+from finerank.retrieval.store import MODES, CollectionSpec, Mode, StoredHit, VectorStore
+
+
+class SupportsRerank(Protocol):
+    """A :class:`finerank.Reranker` or anything with the same ``rerank`` signature."""
+
+    def rerank(self, query: str, documents: Sequence[str], *, instruction: str | None = None,
+               top_n: int | None = None) -> list: ...
+
+
+@dataclass
+class SearchHit:
+    """One result with both stages' ranks (1-based) and scores.
+
+    ``rerank_rank``/``rerank_score`` are ``None`` when the hit was not reranked (reranking
+    off, or the hit was below ``rerank_k``). ``start``/``end`` locate ``text`` in ``source``.
+    """
+
+    chunk_id: str
+    text: str
+    context: str
+    source: str
+    start: int
+    end: int
+    metadata: dict[str, Any]
+    first_stage_rank: int
+    first_stage_score: float
+    rerank_rank: int | None = None
+    rerank_score: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class SearchResponse:
+    query: str
+    collection: str
+    mode: str
+    hits: list[SearchHit]
+    candidates: int
+    reranked: int
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "query": self.query, "collection": self.collection, "mode": self.mode,
+            "candidates": self.candidates, "reranked": self.reranked,
+            "timings_ms": self.timings_ms, "hits": [hit.to_dict() for hit in self.hits],
+        }
+
+
+def _check_positive(name: str, value: int | None) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+
+
+class SearchService:
+    """First-stage recall from a collection, then reranking of its top candidates.
+
+    ``reranker`` is a :class:`finerank.Reranker` (or any object with its ``rerank`` method);
+    ``None`` means first stage only. ``embedder`` is needed for ``dense`` and ``hybrid``
+    modes and must be the model that built the collection.
+    """
+
+    def __init__(
+        self, store: VectorStore, *, embedder=None, reranker: SupportsRerank | None = None
+    ):
+        self.store = store
+        self.embedder = embedder
+        self.reranker = reranker
+        self._specs: dict[str, CollectionSpec] = {}
+
+    def spec(self, collection: str) -> CollectionSpec:
+        spec = self.store.info(collection).spec
+        self._specs[collection] = spec
+        return spec
+
+    def recall(
+        self,
+        collection: str,
+        query: str,
+        *,
+        mode: Mode = "hybrid",
+        recall_k: int = 100,
+        filters: Mapping[str, Any] | None = None,
+        instruction: str | None = None,
+    ) -> list[StoredHit]:
+        """First stage only: up to ``recall_k`` hits, best first (used by ``finerank eval``).
+
+        ``bm25`` needs no embedder. ``instruction`` goes into the query embedding (Qwen3
+        embedders use it; others ignore it).
+        """
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidInputError("query must be a non-empty string")
+        if mode not in MODES:
+            raise InvalidInputError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
+        _check_positive("recall_k", recall_k)
+        spec = self.spec(collection)
+        dense = None
+        if mode in ("dense", "hybrid"):
+            dense = self._query_vector(collection, spec, query, instruction)
+        sparse = Bm25Encoder.query_vector(query) if mode in ("bm25", "hybrid") else None
+        return self.store.query(collection, mode=mode, limit=recall_k, sparse=sparse,
+                                dense=dense, filters=filters)
+
+    def _query_vector(self, collection: str, spec: CollectionSpec, query: str,
+                      instruction: str | None):
+        if spec.embedding_model is None:
+            raise InvalidInputError(
+                f"collection {collection!r} has no dense vectors (built without an embedding "
+                "model): use mode='bm25', or rebuild it with --embedding-model"
+            )
+        if self.embedder is None:
+            raise InvalidInputError(
+                f"dense search needs the embedding model {spec.embedding_model!r} "
+                "(pass --embedding-model)"
+            )
+        if self.embedder.name != spec.embedding_model or self.embedder.dimension != spec.dimension:
+            raise ConflictError(
+                f"collection {collection!r} was built with embedding model "
+                f"{spec.embedding_model!r} (dimension {spec.dimension}); the query model is "
+                f"{self.embedder.name!r} (dimension {self.embedder.dimension})"
+            )
+        return self.embedder.embed_queries([query], instruction=instruction)[0]
+
+    def search(
+        self,
+        collection: str,
+        query: str,
+        *,
+        mode: Mode = "hybrid",
+        recall_k: int = 100,
+        rerank_k: int | None = None,
+        top_n: int = 10,
+        filters: Mapping[str, Any] | None = None,
+        instruction: str | None = None,
+        rerank: bool = True,
+    ) -> SearchResponse:
+        """Recall ``recall_k`` candidates with ``mode`` (``bm25`` | ``dense`` | ``hybrid`` =
+        RRF of both), rerank the first ``rerank_k`` of them (default: all) with the reranker,
+        and return ``top_n`` hits: reranked ones first (by rerank score), then the rest in
+        first-stage order. ``filters`` maps payload keys to a value or a list of values
+        (``{"law": "中华人民共和国网络安全法", "source": [...]}``). ``instruction`` is passed
+        to the reranker and to a Qwen3 query embedding. ``rerank=False`` (or no reranker)
+        returns the first stage as is.
+
+        Example:
+            >>> r = service.search("cranfield", "shock waves", top_n=2)  # doctest: +SKIP
+            >>> [(h.first_stage_rank, h.rerank_rank) for h in r.hits]  # doctest: +SKIP
+            [(3, 1), (1, 2)]
+        """
+        _check_positive("top_n", top_n)
+        _check_positive("rerank_k", rerank_k)
+        started = time.perf_counter()
+        candidates = self.recall(collection, query, mode=mode, recall_k=recall_k,
+                                 filters=filters, instruction=instruction)
+        recalled = time.perf_counter()
+        hits = [_hit(candidate) for candidate in candidates]
+        reranked = 0
+        if rerank and self.reranker is not None and hits:
+            limit = min(rerank_k or len(hits), len(hits))
+            head, tail = hits[:limit], hits[limit:]
+            documents = [f"{h.context}\n{h.text}" if h.context else h.text for h in head]
+            results = self.reranker.rerank(query, documents, instruction=instruction)
+            ordered = []
+            for rank, result in enumerate(results, start=1):
+                hit = head[result.index]
+                hit.rerank_rank, hit.rerank_score = rank, float(result.score)
+                ordered.append(hit)
+            hits = ordered + tail
+            reranked = limit
+        finished = time.perf_counter()
+        return SearchResponse(
+            query=query, collection=collection, mode=mode, hits=hits[:top_n],
+            candidates=len(candidates), reranked=reranked,
+            timings_ms={"first_stage": round((recalled - started) * 1000, 2),
+                        "rerank": round((finished - recalled) * 1000, 2)},
+        )
+
+
+def _hit(stored: StoredHit) -> SearchHit:
+    payload = stored.payload
+    return SearchHit(
+        chunk_id=stored.chunk_id, text=payload.get("text", ""),
+        context=payload.get("context", ""), source=payload.get("source", ""),
+        start=int(payload.get("start", 0)), end=int(payload.get("end", 0)),
+        metadata=dict(payload.get("metadata") or {}),
+        first_stage_rank=stored.rank, first_stage_score=stored.score,
+    )
