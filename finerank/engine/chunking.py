@@ -16,7 +16,8 @@ def split_windows(
 
     Example:
         >>> from transformers import AutoTokenizer  # doctest: +SKIP
-        >>> list(split_windows(tokenizer, "a b c d e f", window_tokens=4, overlap=0.25))  # doctest: +SKIP
+        >>> windows = split_windows(tok, "a b c d e f", window_tokens=4, overlap=0.25)  # doctest: +SKIP
+        >>> list(windows)  # doctest: +SKIP
         [(0, 7), (6, 11)]
     """
     if window_tokens < 1:

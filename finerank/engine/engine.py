@@ -7,8 +7,10 @@ merges work from many requests by calling :meth:`ScoringEngine.prepare` per requ
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -19,6 +21,11 @@ from finerank.errors import InvalidInputError
 from finerank.models.base import Backend, EncodedPair, Pack
 
 LongDocumentMode = Literal["truncate", "chunk"]
+
+# Requests with more document text than this (characters) are scored in slices, the next
+# slice being tokenized on a background thread while the current one runs on the model.
+# Tokenizers and torch both release the GIL, so the two overlap.
+OVERLAP_SLICE_CHARS = 400_000
 
 
 @dataclass(frozen=True)
@@ -51,7 +58,9 @@ class PreparedRequest:
     def __post_init__(self) -> None:
         self.num_tokens = sum(len(item.ids) for item in self.items)
 
-    def collect(self, logits: Sequence[float], *, return_documents: bool = False) -> list[ScoreResult]:
+    def collect(
+        self, logits: Sequence[float], *, return_documents: bool = False
+    ) -> list[ScoreResult]:
         """Per-document results in input order; a chunked document keeps its best window."""
         best: dict[int, tuple[float, tuple[int, int] | None]] = {}
         for owner, logit, span in zip(self.owners, logits, self.spans, strict=True):
@@ -210,10 +219,50 @@ class ScoringEngine:
         documents: Sequence[str],
         **kwargs,
     ) -> list[ScoreResult]:
-        """prepare + run + collect, in input order."""
+        """prepare + run + collect, in input order.
+
+        Big requests are cut into slices of about ``slice_chars`` characters of documents; the
+        next slice is tokenized on a background thread while the current one runs. Scores do
+        not depend on the slicing (a pair's score never depends on its batch neighbours).
+        """
         return_documents = kwargs.pop("return_documents", False)
-        prepared = self.prepare(query, documents, **kwargs)
-        return prepared.collect(self.run(prepared.items), return_documents=return_documents)
+        slice_chars = kwargs.pop("slice_chars", OVERLAP_SLICE_CHARS)
+        docs = validate_documents(documents)
+        slices = _slices(docs, slice_chars)
+        if len(slices) <= 1:
+            prepared = self.prepare(query, docs, **kwargs)
+            return prepared.collect(self.run(prepared.items), return_documents=return_documents)
+        results: list[ScoreResult] = []
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="finerank-tokenize") as pool:
+            future = pool.submit(self.prepare, query, docs[slice(*slices[0])], **kwargs)
+            for number, (start, _) in enumerate(slices):
+                prepared = future.result()
+                if number + 1 < len(slices):
+                    future = pool.submit(
+                        self.prepare, query, docs[slice(*slices[number + 1])], **kwargs
+                    )
+                collected = prepared.collect(
+                    self.run(prepared.items), return_documents=return_documents
+                )
+                results.extend(
+                    dataclasses.replace(result, index=result.index + start)
+                    for result in collected
+                )
+        return results
+
+
+def _slices(docs: list[str], slice_chars: int) -> list[tuple[int, int]]:
+    """Consecutive (start, end) document ranges of about ``slice_chars`` characters each."""
+    slices: list[tuple[int, int]] = []
+    start, size = 0, 0
+    for index, doc in enumerate(docs):
+        size += len(doc)
+        if size >= slice_chars:
+            slices.append((start, index + 1))
+            start, size = index + 1, 0
+    if start < len(docs) or not slices:
+        slices.append((start, len(docs)))
+    return slices
 
 
 def _subpack(members) -> Pack:

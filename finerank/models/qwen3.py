@@ -67,18 +67,216 @@ def encode_qwen3_pairs(
     """Reference tokenization: body tokenized alone, cut from the right, prefix/suffix kept.
 
     ``max_doc_tokens`` (the API's ``max_tokens_per_doc``) additionally caps the document part.
+    Huge documents are not tokenized in full: see :func:`encode_truncated` (same ids).
     """
-    bodies = [format_body(query, doc, instruction) for doc in documents]
+    head = format_body(query, "", instruction)
     budget = template.body_budget
     if max_doc_tokens is not None:
-        overhead = len(tokenizer(format_body(query, "", instruction))["input_ids"])
+        overhead = len(tokenizer(head)["input_ids"])
         budget = min(budget, overhead + max_doc_tokens)
-    encoded = tokenizer(bodies, add_special_tokens=True, return_attention_mask=False)["input_ids"]
+    encoded = encode_truncated(tokenizer, [head + doc for doc in documents], budget)
     key = (query, instruction)
     return [
-        EncodedPair(template.prefix_ids + tuple(ids[:budget]) + template.suffix_ids, key)
+        EncodedPair(template.prefix_ids + tuple(ids) + template.suffix_ids, key)
         for ids in encoded
     ]
+
+
+# First guess of how many characters hold `budget` tokens when cutting a long text before
+# tokenizing (doubled until enough); byte-level BPE never packs more than ~4 tokens per char.
+_CUT_CHARS_PER_TOKEN = 4
+_CUT_SLACK_CHARS = 256
+
+
+def encode_truncated(tokenizer, texts: list[str], budget: int) -> list[list[int]]:
+    """``tokenizer(text)["input_ids"][:budget]`` for each text, without tokenizing all of a
+    huge text.
+
+    A long text is cut to a character prefix first. Its tokens are accepted only up to a
+    boundary that no continuation of the text can move: before the last pre-tokenizer pieces
+    (BPE never merges across pieces; a whitespace piece looks one piece ahead) and before
+    anything an added/special token crossing the cut could cover. If fewer than ``budget``
+    tokens lie before that boundary the cut is doubled. Tokenizers without a pre-tokenizer
+    (or slow ones) always tokenize the full text.
+
+    Example:
+        >>> encode_truncated(tokenizer, ["a very long text ..."], 3)  # doctest: +SKIP
+        [[64, 1602, 1293]]
+    """
+    results: list[list[int] | None] = [None] * len(texts)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    pre = getattr(backend, "pre_tokenizer", None)
+    cuts = {i: budget * _CUT_CHARS_PER_TOKEN + _CUT_SLACK_CHARS for i in range(len(texts))}
+    pending = list(range(len(texts)))
+    if pre is None:
+        cuts = {i: len(text) for i, text in enumerate(texts)}
+    else:
+        added_len = max((len(t.content) for t in backend.get_added_tokens_decoder().values()),
+                        default=0)
+    while pending:
+        whole = [i for i in pending if cuts[i] >= len(texts[i])]
+        cut = [i for i in pending if cuts[i] < len(texts[i])]
+        if whole:
+            ids = tokenizer([texts[i] for i in whole], return_attention_mask=False)["input_ids"]
+            for i, row in zip(whole, ids, strict=True):
+                results[i] = list(row[:budget])
+        pending = []
+        if not cut:
+            break
+        encoded = tokenizer(
+            [texts[i][: cuts[i]] for i in cut],
+            return_attention_mask=False,
+            return_offsets_mapping=True,
+        )
+        for i, row, offsets in zip(cut, encoded["input_ids"], encoded["offset_mapping"],
+                                   strict=True):
+            if len(row) > budget and _stable_tokens(pre, texts[i][: cuts[i]], offsets,
+                                                    added_len) >= budget:
+                results[i] = list(row[:budget])
+            else:
+                cuts[i] *= 2
+                pending.append(i)
+    return results  # type: ignore[return-value]
+
+
+def _stable_tokens(pre_tokenizer, text: str, offsets, added_len: int) -> int:
+    """How many leading tokens of ``text`` stay the same whatever text follows it."""
+    limit = len(text) - added_len - 1
+    pieces = pre_tokenizer.pre_tokenize_str(text)
+    last = len(pieces) - 2  # the last piece may grow; the one before may lose trailing spaces
+    while last >= 0 and pieces[last][1][0] > limit:
+        last -= 1
+    last -= 2  # margin: a whitespace piece looks ahead; normalization may merge a neighbour
+    if last < 0:
+        return 0
+    boundary = pieces[last][1][0]
+    return sum(1 for _, end in offsets if end <= boundary)
+
+
+@dataclass
+class _AttentionGroup:
+    """Segments of one shape (query rows, key rows) attended in a single SDPA call."""
+
+    q_starts: list[int]
+    k_starts: list[int]
+    q_len: int
+    k_len: int
+    mask: torch.Tensor | None  # bottom-right causal when k_len > q_len; None means plain causal
+    q_index: torch.Tensor | None = None  # gathered rows when the group holds several segments
+    k_index: torch.Tensor | None = None
+
+
+@dataclass
+class PackLayout:
+    """Everything about a pack that does not change from layer to layer, built once per pack.
+
+    Attention reads keys/values from an *extended* buffer in which every segment's keys form a
+    contiguous run: its group's prefix (if any) then its own tokens. ``kv_index`` builds that
+    buffer with one gather per layer (``None`` when no segment has a prefix: the buffer is then
+    the keys themselves). The same runs are what a variable-length attention kernel takes
+    (``cu_seq_q``/``cu_seq_k``).
+    """
+
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor
+    last_index: torch.Tensor
+    kv_index: torch.Tensor | None
+    groups: list[_AttentionGroup]
+    cu_seq_q: torch.Tensor
+    cu_seq_k: torch.Tensor
+    max_q: int
+    max_k: int
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+def build_layout(pack: Pack, device: torch.device) -> PackLayout:
+    """Token ids, positions, key runs and attention groups of ``pack`` (see :class:`PackLayout`).
+
+    Example:
+        >>> from finerank.models.base import Pack, PackGroup
+        >>> pack = Pack([PackGroup([1, 2], [(0, [3]), (1, [4, 5])])])
+        >>> layout = build_layout(pack, torch.device("cpu"))
+        >>> layout.position_ids.tolist(), layout.cu_seq_k.tolist()
+        ([0, 1, 2, 2, 3], [0, 2, 5, 9])
+    """
+    ids: list[int] = []
+    positions: list[int] = []
+    kv_index: list[int] = []
+    segments: list[tuple[int, int, int, int]] = []  # (q_start, q_len, k_start, k_len)
+    last_index: list[int] = []
+    has_prefix = False
+    for group in pack.groups:
+        prefix_start, prefix_len = len(ids), len(group.prefix)
+        prefix_rows = range(prefix_start, prefix_start + prefix_len)
+        if prefix_len:
+            has_prefix = True
+            ids.extend(group.prefix)
+            positions.extend(range(prefix_len))
+            segments.append((prefix_start, prefix_len, len(kv_index), prefix_len))
+            kv_index.extend(prefix_rows)
+        for _, tail in group.members:
+            start = len(ids)
+            ids.extend(tail)
+            positions.extend(range(prefix_len, prefix_len + len(tail)))
+            segments.append((start, len(tail), len(kv_index), prefix_len + len(tail)))
+            kv_index.extend(prefix_rows)
+            kv_index.extend(range(start, start + len(tail)))
+            last_index.append(start + len(tail) - 1)
+    if not has_prefix:
+        # the extended buffer is the keys themselves: runs start where the segments start
+        segments = [(q, n, q, k) for q, n, _, k in segments]
+
+    by_shape: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for q_start, q_len, k_start, k_len in segments:
+        by_shape.setdefault((q_len, k_len), []).append((q_start, k_start))
+    masks: dict[tuple[int, int], torch.Tensor] = {}
+    groups: list[_AttentionGroup] = []
+    for (q_len, k_len), starts in by_shape.items():
+        mask = None
+        if k_len != q_len:
+            # bottom-right aligned causal: tail token j sees the prefix and tail[:j+1]
+            mask = masks.get((q_len, k_len))
+            if mask is None:
+                mask = torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(
+                    diagonal=k_len - q_len
+                )
+                masks[(q_len, k_len)] = mask
+        group = _AttentionGroup(
+            [q for q, _ in starts], [k for _, k in starts], q_len, k_len, mask
+        )
+        if len(starts) > 1:
+            q_rows = torch.tensor([q for q, _ in starts], device=device)[:, None]
+            k_rows = torch.tensor([k for _, k in starts], device=device)[:, None]
+            group.q_index = (q_rows + torch.arange(q_len, device=device)).reshape(-1)
+            group.k_index = (k_rows + torch.arange(k_len, device=device)).reshape(-1)
+        groups.append(group)
+
+    q_lens = [n for _, n, _, _ in segments]
+    k_lens = [k for _, _, _, k in segments]
+    cu_q = torch.tensor([0, *q_lens], dtype=torch.int32).cumsum(0, dtype=torch.int32)
+    cu_k = torch.tensor([0, *k_lens], dtype=torch.int32).cumsum(0, dtype=torch.int32)
+    return PackLayout(
+        input_ids=torch.tensor(ids, dtype=torch.long, device=device),
+        position_ids=torch.tensor(positions, dtype=torch.long, device=device),
+        last_index=torch.tensor(last_index, dtype=torch.long, device=device),
+        kv_index=torch.tensor(kv_index, dtype=torch.long, device=device) if has_prefix else None,
+        groups=groups,
+        cu_seq_q=cu_q.to(device),
+        cu_seq_k=cu_k.to(device),
+        max_q=max(q_lens),
+        max_k=max(k_lens),
+    )
+
+
+def _load_varlen_attn():
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:  # older torch
+        return None
+    return varlen_attn
 
 
 class PackedDecoder:
@@ -87,9 +285,24 @@ class PackedDecoder:
     A pack is a list of segments laid end to end. A segment is either a prefix (plain causal
     attention over itself) or a tail that sees its group's prefix and then itself, causally.
     Tails take positions after their prefix, exactly as if prefix + tail ran alone.
+
+    Attention: on CPU (and as the fallback everywhere) one PyTorch SDPA call per distinct
+    segment shape, on views of the packed tensors; memory is linear in the pack's tokens (the
+    only masks are per-shape, at most ``MAX_SHARED_TAIL`` x (prefix + tail)). On CUDA with
+    fp16/bf16, one variable-length flash-attention call per layer over all segments
+    (``torch.nn.attention.varlen``); it is checked once against the SDPA path on the first
+    pack and switched off if the two disagree.
+
+    Example:
+        >>> decoder = PackedDecoder(causal_lm.model)  # doctest: +SKIP
+        >>> decoder.last_hidden(pack).shape  # doctest: +SKIP
+        torch.Size([n_members, hidden_size])
     """
 
-    def __init__(self, model: nn.Module):
+    #: max |difference| between the varlen and SDPA paths accepted by the first-use check
+    VARLEN_CHECK_TOLERANCE = 0.05
+
+    def __init__(self, model: nn.Module, *, attention: str = "auto"):
         # model is a Qwen3Model (the decoder without the LM head)
         self.model = model
         config = model.config
@@ -101,71 +314,103 @@ class PackedDecoder:
         self.scaling = self.head_dim**-0.5
         if getattr(config, "use_sliding_window", False):
             raise ModelLoadError("Qwen3 models with sliding-window attention are not supported")
+        if attention not in ("auto", "sdpa", "varlen"):
+            raise ValueError("attention must be 'auto', 'sdpa' or 'varlen'")
+        self.attention = attention
+        self._varlen = _load_varlen_attn() if attention != "sdpa" else None
+        self._varlen_checked = attention == "varlen"
+
+    def _use_varlen(self, device: torch.device, dtype: torch.dtype) -> bool:
+        if self._varlen is None:
+            return False
+        if self.attention == "varlen":
+            return True
+        return device.type == "cuda" and dtype in (torch.float16, torch.bfloat16)
 
     @torch.inference_mode()
     def last_hidden(self, pack: Pack) -> torch.Tensor:
         """Final-norm hidden state at the last token of every member, in member order."""
-        device = self.model.embed_tokens.weight.device
-        ids: list[int] = []
-        positions: list[int] = []
-        segments: list[tuple[int, int, int, int]] = []  # (start, length, prefix_start, prefix_len)
-        last_index: list[int] = []
-        for group in pack.groups:
-            prefix_start, prefix_len = len(ids), len(group.prefix)
-            if prefix_len:
-                ids.extend(group.prefix)
-                positions.extend(range(prefix_len))
-                segments.append((prefix_start, prefix_len, 0, 0))
-            for _, tail in group.members:
-                start = len(ids)
-                ids.extend(tail)
-                positions.extend(range(prefix_len, prefix_len + len(tail)))
-                segments.append((start, len(tail), prefix_start, prefix_len))
-                last_index.append(start + len(tail) - 1)
-        input_ids = torch.tensor(ids, dtype=torch.long, device=device)
-        position_ids = torch.tensor(positions, dtype=torch.long, device=device)
+        weight = self.model.embed_tokens.weight
+        layout = build_layout(pack, weight.device)
+        if self._use_varlen(weight.device, weight.dtype):
+            if not self._varlen_checked:
+                self._varlen_checked = True
+                try:
+                    fast = self._run(layout, varlen=True)
+                except Exception:  # kernel missing for this GPU / dtype: keep SDPA
+                    self._varlen = None
+                    return self._run(layout, varlen=False)
+                exact = self._run(layout, varlen=False)
+                if (fast.float() - exact.float()).abs().max() > self.VARLEN_CHECK_TOLERANCE:
+                    self._varlen = None
+                return exact
+            return self._run(layout, varlen=True)
+        return self._run(layout, varlen=False)
 
-        hidden = self.model.embed_tokens(input_ids)  # [T, D]
-        cos, sin = self.model.rotary_emb(hidden, position_ids[None])  # [1, T, d]
+    def _run(self, layout: PackLayout, *, varlen: bool) -> torch.Tensor:
+        hidden = self.model.embed_tokens(layout.input_ids)  # [T, D]
+        cos, sin = self.model.rotary_emb(hidden, layout.position_ids[None])  # [1, T, d]
         cos, sin = cos[0][:, None, :], sin[0][:, None, :]  # [T, 1, d]
+        attend = self._attend_varlen if varlen else self._attend_sdpa
         for layer in self.model.layers:
             residual = hidden
             normed = layer.input_layernorm(hidden)
-            hidden = residual + self._attention(layer.self_attn, normed, cos, sin, segments)
+            hidden = residual + self._attention(layer.self_attn, normed, cos, sin, layout, attend)
             residual = hidden
             hidden = residual + layer.mlp(layer.post_attention_layernorm(hidden))
-        last = hidden[torch.tensor(last_index, device=device)]
-        return self.model.norm(last)
+        return self.model.norm(hidden[layout.last_index])
 
-    def _attention(self, attn, hidden, cos, sin, segments) -> torch.Tensor:
+    def _attention(self, attn, hidden, cos, sin, layout: PackLayout, attend) -> torch.Tensor:
         tokens = hidden.shape[0]
         q = attn.q_norm(attn.q_proj(hidden).view(tokens, self.num_heads, self.head_dim))
         k = attn.k_norm(attn.k_proj(hidden).view(tokens, self.num_kv_heads, self.head_dim))
         v = attn.v_proj(hidden).view(tokens, self.num_kv_heads, self.head_dim)
         q = q * cos + _rotate_half(q) * sin
         k = k * cos + _rotate_half(k) * sin
-        out = torch.empty_like(q)
-        gqa = self.num_heads != self.num_kv_heads
-        for start, length, prefix_start, prefix_len in segments:
-            end = start + length
-            qs = q[start:end].transpose(0, 1)[None]
-            if prefix_len:
-                ks = torch.cat((k[prefix_start : prefix_start + prefix_len], k[start:end]))
-                vs = torch.cat((v[prefix_start : prefix_start + prefix_len], v[start:end]))
-                # bottom-right aligned causal mask: tail token j sees the prefix and tail[:j+1]
-                mask = torch.ones(length, prefix_len + length, dtype=torch.bool, device=q.device)
-                mask = mask.tril(diagonal=prefix_len)
-                result = F.scaled_dot_product_attention(
-                    qs, ks.transpose(0, 1)[None], vs.transpose(0, 1)[None],
-                    attn_mask=mask, scale=self.scaling, enable_gqa=gqa,
-                )
-            else:
-                result = F.scaled_dot_product_attention(
-                    qs, k[start:end].transpose(0, 1)[None], v[start:end].transpose(0, 1)[None],
-                    is_causal=True, scale=self.scaling, enable_gqa=gqa,
-                )
-            out[start:end] = result[0].transpose(0, 1)
+        if layout.kv_index is not None:
+            k = k.index_select(0, layout.kv_index)
+            v = v.index_select(0, layout.kv_index)
+        out = attend(q, k, v, layout)
         return attn.o_proj(out.reshape(tokens, self.num_heads * self.head_dim))
+
+    def _attend_sdpa(self, q, k, v, layout: PackLayout) -> torch.Tensor:
+        gqa = self.num_heads != self.num_kv_heads
+        if len(layout.groups) == 1 and layout.groups[0].q_index is None:
+            out = None  # one segment covers the pack: write nothing, return the result
+        else:
+            out = torch.empty_like(q)
+        for group in layout.groups:
+            count = len(group.q_starts)
+            if group.q_index is None:
+                q0, k0 = group.q_starts[0], group.k_starts[0]
+                qs = q[q0 : q0 + group.q_len][None]
+                ks = k[k0 : k0 + group.k_len][None]
+                vs = v[k0 : k0 + group.k_len][None]
+            else:
+                qs = q.index_select(0, group.q_index).view(count, group.q_len, *q.shape[1:])
+                ks = k.index_select(0, group.k_index).view(count, group.k_len, *k.shape[1:])
+                vs = v.index_select(0, group.k_index).view(count, group.k_len, *v.shape[1:])
+            result = F.scaled_dot_product_attention(
+                qs.transpose(1, 2), ks.transpose(1, 2), vs.transpose(1, 2),
+                attn_mask=group.mask, is_causal=group.mask is None,
+                scale=self.scaling, enable_gqa=gqa,
+            ).transpose(1, 2)  # [count, q_len, H, d]
+            if out is None:
+                return result[0]
+            if group.q_index is None:
+                out[group.q_starts[0] : group.q_starts[0] + group.q_len] = result[0]
+            else:
+                out.index_copy_(0, group.q_index, result.reshape(-1, *q.shape[1:]))
+        return out
+
+    def _attend_varlen(self, q, k, v, layout: PackLayout) -> torch.Tensor:
+        # flash-attention's causal mask is bottom-right aligned when a run has more keys than
+        # queries, which is exactly "prefix, then the tail causally"
+        return self._varlen(
+            q, k, v, layout.cu_seq_q, layout.cu_seq_k, layout.max_q, layout.max_k,
+            scale=self.scaling, window_size=(-1, 0),
+            enable_gqa=self.num_heads != self.num_kv_heads,
+        )
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
