@@ -1,9 +1,271 @@
-"""CLI commands (placeholder module: commands are registered here by their owners)."""
+"""``finerank index``, ``finerank search`` and ``finerank collections``: two-stage retrieval.
+
+Commands run in-process against Qdrant (embedded in ``--data-dir`` / the user data dir, or a
+server with ``--qdrant-url``). Flags override ``FINERANK_*`` settings.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from finerank.cli.common import friendly_errors
+
+collections_app = typer.Typer(help="List or delete collections.", no_args_is_help=True)
+
+DataDir = Annotated[
+    Path | None, typer.Option("--data-dir", help="Embedded Qdrant data dir [user data dir].")
+]
+QdrantUrl = Annotated[
+    str | None, typer.Option("--qdrant-url", help="Qdrant server or cluster URL.")
+]
+QdrantKey = Annotated[str | None, typer.Option("--qdrant-api-key", help="Qdrant API key.")]
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the main app."""
+    app.command("index")(index_command)
+    app.command("search")(search_command)
+    app.add_typer(collections_app, name="collections")
+
+
+def _settings(**values):
+    from finerank.settings import Settings
+
+    return Settings(**{key: value for key, value in values.items() if value is not None})
+
+
+def _store(settings):
+    from finerank.retrieval.store import VectorStore
+
+    return VectorStore.from_settings(settings)
+
+
+def _load_embedder(source: str, settings):
+    from finerank.retrieval.embedder import Embedder
+
+    # a remote endpoint's key comes from the environment, never from a flag (shell history)
+    return Embedder.from_pretrained(source, device=settings.device, dtype=settings.dtype,
+                                    max_batch_tokens=settings.max_batch_tokens,
+                                    api_key=os.environ.get("FINERANK_EMBEDDING_API_KEY"))
+
+
+@friendly_errors
+def index_command(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders to index.")],
+    collection: Annotated[str, typer.Option("--collection", "-c", help="Collection name.")],
+    chunker: Annotated[
+        str, typer.Option(help="legal | markdown | window (sentence windows).")
+    ] = "window",
+    embedding_model: Annotated[
+        str | None,
+        typer.Option(help="Embedding model dir, hub id or http(s) endpoint; none: BM25 only."),
+    ] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option(help="Window/markdown chunk size in tokens [256 / 512].")
+    ] = None,
+    overlap: Annotated[
+        float | None, typer.Option(help="Window overlap fraction [0.125].")
+    ] = None,
+    max_chars: Annotated[
+        int | None, typer.Option(help="Legal: split articles longer than this [1200].")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Chunks embedded and written at once.")] = 64,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
+    data_dir: DataDir = None,
+    qdrant_url: QdrantUrl = None,
+    qdrant_api_key: QdrantKey = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Chunk, embed and index files into a collection (re-running adds only what changed)."""
+    from finerank.retrieval.chunkers import get_chunker
+    from finerank.retrieval.ingest import ingest
+
+    settings = _settings(embedding_model=embedding_model, device=device, data_dir=data_dir,
+                         qdrant_url=qdrant_url, qdrant_api_key=qdrant_api_key)
+    options = {"max_tokens": max_tokens, "overlap": overlap, "max_chars": max_chars}
+    allowed = {"legal": ("max_chars",), "markdown": ("max_tokens", "overlap"),
+               "window": ("max_tokens", "overlap")}.get(chunker, ())
+    for key, value in options.items():
+        if value is not None and key not in allowed:
+            raise typer.BadParameter(f"--{key.replace('_', '-')} does not apply to {chunker}")
+    chunker_obj = get_chunker(chunker, **{k: v for k, v in options.items() if v is not None})
+    embedder = None
+    if settings.embedding_model:
+        embedder = _load_embedder(settings.embedding_model, settings)
+    store = _store(settings)
+    try:
+        report = ingest(paths, store=store, collection=collection, chunker=chunker_obj,
+                        embedder=embedder, batch_size=batch_size, progress=not quiet)
+    finally:
+        store.close()
+    typer.echo(f"{collection}: {report.summary()}")
+    if report.empty_files:
+        typer.secho(f"{len(report.empty_files)} files gave no chunks (e.g. "
+                    f"{report.empty_files[0]})", fg=typer.colors.YELLOW, err=True)
+    if embedder is None:
+        typer.secho("no --embedding-model: BM25 only (search with --mode bm25)",
+                    fg=typer.colors.YELLOW, err=True)
+
+
+def _parse_filters(values: list[str] | None) -> dict[str, list[str]]:
+    filters: dict[str, list[str]] = {}
+    for value in values or []:
+        key, sep, wanted = value.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"--filter {value!r}: use key=value")
+        filters.setdefault(key.strip(), []).append(wanted.strip())
+    return filters
+
+
+@friendly_errors
+def search_command(
+    query: Annotated[str, typer.Argument(help="The search query.")],
+    collection: Annotated[str, typer.Option("--collection", "-c", help="Collection name.")],
+    mode: Annotated[
+        str | None, typer.Option(help="bm25 | dense | hybrid [hybrid, bm25 without vectors].")
+    ] = None,
+    instruction: Annotated[
+        str | None, typer.Option(help="Task instruction (reranker and Qwen3 embeddings).")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Reranker [FINERANK_MODEL].")
+    ] = None,
+    no_rerank: Annotated[bool, typer.Option("--no-rerank", help="First stage only.")] = False,
+    embedding_model: Annotated[
+        str | None, typer.Option(help="Query embedding model [the one that built the collection].")
+    ] = None,
+    recall_k: Annotated[int, typer.Option(help="First-stage candidates.")] = 100,
+    rerank_k: Annotated[int | None, typer.Option(help="Candidates reranked [all].")] = None,
+    top_n: Annotated[int, typer.Option("--top-n", "-n", help="Hits shown.")] = 10,
+    filter_: Annotated[
+        list[str] | None,
+        typer.Option("--filter", help="key=value on chunk metadata or source (repeatable)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
+    data_dir: DataDir = None,
+    qdrant_url: QdrantUrl = None,
+    qdrant_api_key: QdrantKey = None,
+) -> None:
+    """Recall candidates (BM25, dense or hybrid), rerank them, print the best."""
+    from finerank.retrieval.search import SearchService
+
+    settings = _settings(model=model, embedding_model=embedding_model, device=device,
+                         data_dir=data_dir, qdrant_url=qdrant_url, qdrant_api_key=qdrant_api_key)
+    filters = _parse_filters(filter_)
+    store = _store(settings)
+    try:
+        spec = store.info(collection).spec
+        mode = mode or ("hybrid" if spec.dimension else "bm25")
+        embedder = None
+        if mode != "bm25":
+            source = settings.embedding_model or spec.embedding_source
+            if not source:
+                raise typer.BadParameter(f"--mode {mode} needs --embedding-model")
+            embedder = _load_embedder(source, settings)
+        reranker = None
+        if settings.model and not no_rerank:
+            from finerank import Reranker
+
+            reranker = Reranker.from_pretrained(
+                settings.model, device=settings.device, dtype=settings.dtype,
+                max_length=settings.max_length, max_batch_tokens=settings.max_batch_tokens,
+            )
+        service = SearchService(store, embedder=embedder, reranker=reranker)
+        response = service.search(collection, query, mode=mode, recall_k=recall_k,  # type: ignore[arg-type]
+                                  rerank_k=rerank_k, top_n=top_n, filters=filters or None,
+                                  instruction=instruction)
+    finally:
+        store.close()
+    if as_json:
+        typer.echo(json.dumps(response.to_dict(), ensure_ascii=False, indent=2))
+        return
+    _print_hits(response, reranked=reranker is not None)
+    if reranker is None and not no_rerank:
+        typer.secho("no reranker (--model / FINERANK_MODEL): first-stage order",
+                    fg=typer.colors.YELLOW, err=True)
+
+
+def _label(hit) -> str:
+    meta = hit.metadata
+    if meta.get("article_cn"):
+        part = f" ({meta['part']})" if meta.get("part") else ""
+        return f"{meta['article_cn']}{part}"
+    if meta.get("heading_path"):
+        return " > ".join(meta["heading_path"])[-40:]
+    return Path(hit.source.split("#")[0]).name + (
+        f"#{hit.source.split('#', 1)[1]}" if "#" in hit.source else ""
+    )
+
+
+def _print_hits(response, *, reranked: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{response.mode}: {response.candidates} candidates, "
+                        f"{response.reranked} reranked")
+    table.add_column("#", justify="right")
+    table.add_column("1st", justify="right")
+    table.add_column("1st score", justify="right")
+    if reranked:
+        table.add_column("rerank", justify="right")
+    table.add_column("where")
+    table.add_column("text")
+    for position, hit in enumerate(response.hits, start=1):
+        text = hit.text.replace("\n", " ")
+        row = [str(position), str(hit.first_stage_rank), f"{hit.first_stage_score:.4f}"]
+        if reranked:
+            row.append("-" if hit.rerank_score is None else f"{hit.rerank_score:.4f}")
+        row += [_label(hit), text[:80] + ("…" if len(text) > 80 else "")]
+        table.add_row(*row)
+    Console().print(table)
+
+
+@collections_app.command("list")
+@friendly_errors
+def collections_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    data_dir: DataDir = None,
+    qdrant_url: QdrantUrl = None,
+    qdrant_api_key: QdrantKey = None,
+) -> None:
+    """Collections with their size, embedding model and chunker."""
+    settings = _settings(data_dir=data_dir, qdrant_url=qdrant_url, qdrant_api_key=qdrant_api_key)
+    store = _store(settings)
+    try:
+        infos = store.list_collections()
+    finally:
+        store.close()
+    rows = [{"name": i.name, "points": i.points, "embedding_model": i.spec.embedding_model,
+             "dimension": i.spec.dimension, "chunker": i.spec.chunker} for i in infos]
+    if as_json:
+        typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    if not rows:
+        typer.echo(f"no collections in {store.location}")
+    for row in rows:
+        typer.echo(f"{row['name']}\t{row['points']} chunks\t"
+                   f"{row['embedding_model'] or 'BM25 only'}\t{row['chunker'].get('name')}")
+
+
+@collections_app.command("delete")
+@friendly_errors
+def collections_delete(
+    name: Annotated[str, typer.Argument(help="Collection to delete.")],
+    data_dir: DataDir = None,
+    qdrant_url: QdrantUrl = None,
+    qdrant_api_key: QdrantKey = None,
+) -> None:
+    """Delete a collection and all its chunks."""
+    settings = _settings(data_dir=data_dir, qdrant_url=qdrant_url, qdrant_api_key=qdrant_api_key)
+    store = _store(settings)
+    try:
+        store.delete(name)
+    finally:
+        store.close()
+    typer.echo(f"deleted {name}")

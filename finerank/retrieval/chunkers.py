@@ -257,7 +257,7 @@ _FOOTER = re.compile(
     r"^[ \t]*—[ \t]*\n(?:[ \t]*\d[ \t]*\n)+[ \t]*—[ \t]*\n[^\n]*公报[^\n]*(?:\n|$)", re.M
 )
 _PARAGRAPH_END = "。；：！？"
-_ITEM_START = re.compile(rf"^[ \t\u3000]*(?:[(（][{_NUM}]+[)）]|第[{_NUM}]+[条章节编])")
+_ITEM_START = re.compile(rf"^[ \t\u3000]*[(（][{_NUM}]+[)）]")
 
 
 def chinese_number(text: str) -> int:

@@ -86,6 +86,12 @@ class Embedder(ABC):
     ) -> np.ndarray:
         """Embed search queries (with the model's query prompt and ``instruction``)."""
 
+    def count_tokens(self, text: str) -> int:
+        """Tokens the model reads for ``text`` (an estimate when no tokenizer is at hand)."""
+        from finerank.retrieval.chunkers import count_tokens
+
+        return count_tokens(text)
+
     def check_dimensions(self, dimensions: int | None) -> int | None:
         """Validate a requested output size against what the model supports."""
         if dimensions is None:
@@ -170,6 +176,7 @@ class Qwen3Embedder(Embedder):
 
         self.path = Path(path)
         self.name = self.path.name
+        self.source = str(path)
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
         if max_length < 2:
@@ -259,6 +266,7 @@ class SentenceTransformerEmbedder(Embedder):
 
         self.path = Path(path)
         self.name = self.path.name if self.path.name != "model" else self.path.parent.name
+        self.source = str(path)
         torch_device = pick_device(device)
         try:
             self.model = SentenceTransformer(str(self.path), device=str(torch_device),
@@ -266,7 +274,10 @@ class SentenceTransformerEmbedder(Embedder):
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"cannot load sentence-transformers model {path}: {exc}") from exc
         self.batch_size = batch_size
-        self.max_dimension = int(self.model.get_sentence_embedding_dimension())
+        dimension = getattr(self.model, "get_embedding_dimension", None) or (
+            self.model.get_sentence_embedding_dimension
+        )
+        self.max_dimension = int(dimension())
         self.default_dimensions = self.check_dimensions(dimensions)
         self.dimension = self.default_dimensions or self.max_dimension
         self._lock = threading.Lock()
@@ -284,6 +295,10 @@ class SentenceTransformerEmbedder(Embedder):
 
     def embed_documents(self, texts: Sequence[str], *, dimensions: int | None = None) -> np.ndarray:
         return self._embed(_check_texts(texts), None, dimensions)
+
+    def count_tokens(self, text: str) -> int:
+        ids = self.model.tokenizer(text)["input_ids"]
+        return min(len(ids), int(self.model.max_seq_length or len(ids)))
 
     def embed_queries(
         self,
@@ -324,6 +339,7 @@ class RemoteEmbedder(Embedder):
         self.url = url + "/embeddings"
         self.model = model
         self.name = model or base_url
+        self.source = base_url
         self.batch_size = batch_size
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.Client(timeout=timeout_s, headers=headers)

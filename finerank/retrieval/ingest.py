@@ -134,6 +134,11 @@ def load_pdf(path: Path) -> list[Document]:
     return [Document(str(path), "\n\n".join(pages), metadata, str(path))]
 
 
+_HTML_BLOCKS = ["p", "div", "h1", "h2", "h3", "h4", "h5", "h6", "li", "tr", "td", "th", "pre",
+                "blockquote", "section", "article", "header", "footer", "ul", "ol", "dt", "dd",
+                "table", "main", "aside", "nav", "figcaption"]
+
+
 def load_html(path: Path) -> list[Document]:
     from bs4 import BeautifulSoup
 
@@ -143,7 +148,13 @@ def load_html(path: Path) -> list[Document]:
     title = soup.title.get_text(strip=True) if soup.title else ""
     if soup.title:
         soup.title.decompose()
-    lines = [line.strip() for line in soup.get_text("\n").splitlines()]
+    # block elements end lines; inline ones (b, a, span) stay inside their sentence
+    for tag in soup.find_all(_HTML_BLOCKS):
+        tag.insert_before("\n")
+        tag.insert_after("\n")
+    for tag in soup.find_all("br"):
+        tag.replace_with("\n")
+    lines = (" ".join(line.split()) for line in soup.get_text().splitlines())
     text = "\n".join(line for line in lines if line)
     metadata = {"title": title} if title else {}
     return [Document(str(path), text, metadata, str(path))]
@@ -231,6 +242,7 @@ def collection_spec(
     return CollectionSpec(
         embedding_model=getattr(embedder, "name", None),
         dimension=getattr(embedder, "dimension", None),
+        embedding_source=getattr(embedder, "source", None),
         chunker=chunker.config(),
         avg_doc_length=avg_doc_length if avg_doc_length else average_length(texts),
     )
@@ -314,9 +326,9 @@ def ingest_documents(
     report.files = len(by_file)
     report.chunks = sum(len(records) for records in by_file.values())
     report.empty_files = [name for name, records in by_file.items() if not records]
-    spec = collection_spec(
-        chunker, embedder, (r.indexed_text for rs in by_file.values() for r in rs)
-    )
+    texts = (r.indexed_text for rs in by_file.values() for r in rs)
+    # BM25's average length is fixed when the collection is created (see bm25.Bm25Encoder)
+    spec = collection_spec(chunker, embedder, () if store.exists(collection) else texts)
     spec = store.ensure(collection, spec)
     existing = store.ids_by_file(collection)
     pending: list[ChunkRecord] = []

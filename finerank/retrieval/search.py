@@ -178,15 +178,9 @@ class SearchService:
         reranked = 0
         if rerank and self.reranker is not None and hits:
             limit = min(rerank_k or len(hits), len(hits))
-            head, tail = hits[:limit], hits[limit:]
-            documents = [f"{h.context}\n{h.text}" if h.context else h.text for h in head]
+            documents = [rerank_text(hit) for hit in hits[:limit]]
             results = self.reranker.rerank(query, documents, instruction=instruction)
-            ordered = []
-            for rank, result in enumerate(results, start=1):
-                hit = head[result.index]
-                hit.rerank_rank, hit.rerank_score = rank, float(result.score)
-                ordered.append(hit)
-            hits = ordered + tail
+            hits = apply_rerank(hits, results, limit)
             reranked = limit
         finished = time.perf_counter()
         return SearchResponse(
@@ -195,6 +189,22 @@ class SearchService:
             timings_ms={"first_stage": round((recalled - started) * 1000, 2),
                         "rerank": round((finished - recalled) * 1000, 2)},
         )
+
+
+def rerank_text(hit: SearchHit) -> str:
+    """What the reranker reads: the chunk with its heading context."""
+    return f"{hit.context}\n{hit.text}" if hit.context else hit.text
+
+
+def apply_rerank(hits: list[SearchHit], results: Sequence, limit: int) -> list[SearchHit]:
+    """Order the first ``limit`` hits by reranker ``results`` (best first, ``.index`` into
+    them); the rest keep their first-stage order after them."""
+    ordered = []
+    for rank, result in enumerate(results, start=1):
+        hit = hits[result.index]
+        hit.rerank_rank, hit.rerank_score = rank, float(result.score)
+        ordered.append(hit)
+    return ordered + hits[limit:]
 
 
 def _hit(stored: StoredHit) -> SearchHit:

@@ -70,11 +70,14 @@ class CollectionSpec:
     k1: float = 1.2
     b: float = 0.75
     analyzer: str = ANALYZER_VERSION
+    # where the embedding model was loaded from (a default for queries; not compared)
+    embedding_source: str | None = field(default=None, compare=False)
 
     def to_metadata(self) -> dict[str, Any]:
         return {
             "finerank_schema": SCHEMA_VERSION,
             "embedding_model": self.embedding_model,
+            "embedding_source": self.embedding_source,
             "dimension": self.dimension,
             "chunker": self.chunker,
             "bm25": {"avg_doc_length": self.avg_doc_length, "k1": self.k1, "b": self.b,
@@ -97,6 +100,7 @@ class CollectionSpec:
             k1=float(bm25["k1"]),
             b=float(bm25["b"]),
             analyzer=str(bm25["analyzer"]),
+            embedding_source=metadata.get("embedding_source"),
         )
 
 
@@ -199,6 +203,13 @@ class VectorStore:
                 f"({exc}); stop it, pass another --data-dir, or use a Qdrant server (--qdrant-url)"
             ) from exc
         return cls(client, location=str(path))
+
+    @classmethod
+    def memory(cls) -> VectorStore:
+        """Embedded Qdrant in memory (tests, throwaway indexes); same code path otherwise."""
+        from qdrant_client import QdrantClient
+
+        return cls(QdrantClient(location=":memory:"), location=":memory:")
 
     @classmethod
     def from_settings(cls, settings) -> VectorStore:
