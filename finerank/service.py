@@ -47,6 +47,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# Requests up to this many characters (query + documents) are tokenized on the event loop.
+INLINE_PREPARE_CHARS = 8192
+
 
 @dataclass(frozen=True)
 class RerankOutcome:
@@ -81,6 +84,7 @@ class RerankService:
         self.scheduler: BatchScheduler | None = None
         self._prep: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._prep_lock = threading.Lock()
         self._listeners: list[Callable[[BatchStats], None]] = []
         self._accepting = False
 
@@ -303,15 +307,30 @@ class RerankService:
     async def _prepare(self, query: str, documents: Sequence[str], **kwargs: Any):
         self._require_ready()
         assert self.reranker is not None and self._prep is not None
-        call = functools.partial(self.reranker.engine.prepare, query, documents, **kwargs)
+        call = functools.partial(self._prepare_locked, query, documents, **kwargs)
         try:
-            prepared = await asyncio.get_running_loop().run_in_executor(self._prep, call)
+            size = len(query) + sum(len(d) for d in documents if isinstance(d, str))
+            # Small requests tokenize inline (well under a millisecond): two thread hand-offs
+            # cost more than that on a busy CPU. Big ones go to the helper thread so the
+            # event loop stays responsive.
+            if size <= INLINE_PREPARE_CHARS and self._prep_lock.acquire(blocking=False):
+                try:
+                    prepared = self.reranker.engine.prepare(query, documents, **kwargs)
+                finally:
+                    self._prep_lock.release()
+            else:
+                prepared = await asyncio.get_running_loop().run_in_executor(self._prep, call)
         except TypeError as exc:  # the engine names the bad field/index
             raise InvalidInputError(str(exc)) from None
         except RuntimeError as exc:  # executor shut down under us
             raise ServiceUnavailableError(f"the service is shutting down ({exc})") from None
         self._check_tokens(prepared.num_tokens)
         return prepared
+
+    def _prepare_locked(self, query: str, documents: Sequence[str], **kwargs: Any):
+        assert self.reranker is not None
+        with self._prep_lock:  # tokenizers are not safe to call from two threads at once
+            return self.reranker.engine.prepare(query, documents, **kwargs)
 
     async def _submit(self, items) -> list[float]:
         self._require_ready()

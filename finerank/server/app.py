@@ -6,7 +6,7 @@ so ``/health`` answers 503 until it is ready (readiness probes) and 200 after.
 Example:
     >>> from finerank.settings import Settings
     >>> app = create_app(Settings(model="/models/Qwen3-Reranker-0.6B"))  # nothing loaded yet
-    >>> sorted(r.path for r in app.routes if "rerank" in r.path)
+    >>> sorted(path for path in app.openapi()["paths"] if "rerank" in path)
     ['/rerank', '/v1/rerank', '/v2/rerank']
 
 Run it with ``finerank serve`` or any ASGI server (``uvicorn.run(app)``).
@@ -99,14 +99,18 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owns_service = not service.ready
-        loader = asyncio.create_task(_load(app)) if owns_service else None
+        loader = None
+        if owns_service and service.reranker is not None:
+            service.start()  # model already in memory: ready before the first request
+        elif owns_service:
+            loader = asyncio.create_task(_load(app))
         try:
             yield
         finally:
-            if loader is not None:
-                if not loader.done():
-                    logger.info("waiting for the model load to finish before shutting down")
+            if loader is not None and not loader.done():
+                logger.info("waiting for the model load to finish before shutting down")
                 await asyncio.shield(loader)
+            if owns_service:
                 await asyncio.to_thread(service.stop, drain=True)
 
     async def _load(app: FastAPI) -> None:

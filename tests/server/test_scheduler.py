@@ -1,0 +1,157 @@
+"""BatchScheduler: cross-request merging, token budget, bounded queue, cancellation, errors."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from finerank.engine.scheduler import BatchScheduler
+from finerank.errors import QueueFullError, ServiceUnavailableError
+from tests.server.conftest import GatedEngine
+
+QUERIES = ["capital of France", "how do rivers form", "tax law for companies", "python typing"]
+DOCS = ["Paris is the capital.", "Rivers form from rain.", "Companies pay tax.", "Types help."]
+
+
+def _prepared(reranker, query):
+    return reranker.engine.prepare(query, DOCS)
+
+
+@pytest.fixture
+def held(qwen3_reranker):
+    engine = GatedEngine(qwen3_reranker.engine)
+    scheduler = BatchScheduler(engine, batch_wait_ms=0)
+    scheduler.start()
+    yield scheduler, engine
+    engine.gate.set()
+    scheduler.stop()
+
+
+def _hold_worker(scheduler, engine, qwen3_reranker):
+    """Occupy the worker with one job and wait until it is inside engine.run."""
+    engine.gate.clear()
+    first = scheduler.submit(_prepared(qwen3_reranker, "warm up").items)
+    assert engine.entered.wait(10)
+    return first
+
+
+def test_concurrent_jobs_share_one_batch_and_get_their_own_logits(held, qwen3_reranker):
+    scheduler, engine = held
+    first = _hold_worker(scheduler, engine, qwen3_reranker)
+    prepared = [_prepared(qwen3_reranker, q) for q in QUERIES]
+    futures = [scheduler.submit(p.items) for p in prepared]
+    assert scheduler.queued_pairs == len(QUERIES) * len(DOCS)
+    engine.gate.set()
+    first.result(10)
+    for query, p, future in zip(QUERIES, prepared, futures, strict=True):
+        got = p.collect(future.result(10))
+        want = qwen3_reranker.engine.score_request(query, DOCS)
+        assert [r.logit for r in got] == pytest.approx([r.logit for r in want], abs=1e-5)
+    # The four queued jobs ran as one merged batch after the first.
+    assert engine.run_sizes[1] == len(QUERIES) * len(DOCS)
+
+
+def test_batches_respect_the_token_budget(qwen3_reranker):
+    engine = GatedEngine(qwen3_reranker.engine)
+    prepared = [_prepared(qwen3_reranker, q) for q in QUERIES]
+    budget = max(p.num_tokens for p in prepared) + 1  # room for exactly one job
+    scheduler = BatchScheduler(engine, max_batch_tokens=budget, batch_wait_ms=0)
+    scheduler.start()
+    try:
+        first = _hold_worker(scheduler, engine, qwen3_reranker)
+        futures = [scheduler.submit(p.items) for p in prepared]
+        engine.gate.set()
+        first.result(10)
+        for future in futures:
+            future.result(10)
+        assert engine.run_sizes[1:] == [len(DOCS)] * len(QUERIES)
+    finally:
+        scheduler.stop()
+
+
+def test_a_cancelled_job_never_runs(held, qwen3_reranker):
+    scheduler, engine = held
+    first = _hold_worker(scheduler, engine, qwen3_reranker)
+    doomed = scheduler.submit(_prepared(qwen3_reranker, QUERIES[0]).items)
+    kept = scheduler.submit(_prepared(qwen3_reranker, QUERIES[1]).items)
+    assert doomed.cancel()
+    engine.gate.set()
+    first.result(10)
+    assert len(kept.result(10)) == len(DOCS)
+    assert scheduler.dropped_pairs == len(DOCS) and scheduler.dropped_jobs == 1
+    assert sum(engine.run_sizes) == 2 * len(DOCS)  # warm-up + kept, never the cancelled one
+
+
+def test_full_queue_refuses_but_an_empty_queue_admits_an_oversized_job(qwen3_reranker):
+    engine = GatedEngine(qwen3_reranker.engine)
+    scheduler = BatchScheduler(engine, max_queue_pairs=len(DOCS), batch_wait_ms=0)
+    scheduler.start()
+    try:
+        first = _hold_worker(scheduler, engine, qwen3_reranker)
+        big = qwen3_reranker.engine.prepare("q", DOCS * 3)  # over the bound, queue empty
+        admitted = scheduler.submit(big.items)
+        with pytest.raises(QueueFullError, match="max_queue_pairs=4") as info:
+            scheduler.submit(_prepared(qwen3_reranker, "q").items)
+        assert info.value.retry_after_s > 0
+        engine.gate.set()
+        first.result(10)
+        assert len(admitted.result(10)) == len(DOCS) * 3
+    finally:
+        scheduler.stop()
+
+
+def test_engine_failure_reaches_every_caller_and_the_worker_survives(qwen3_reranker):
+    class Failing(GatedEngine):
+        fail = True
+
+        def run(self, items):
+            if self.fail:
+                self.fail = False
+                raise RuntimeError("device lost")
+            return super().run(items)
+
+    engine = Failing(qwen3_reranker.engine)
+    scheduler = BatchScheduler(engine, batch_wait_ms=0)
+    scheduler.start()
+    try:
+        with pytest.raises(RuntimeError, match="device lost"):
+            scheduler.submit(_prepared(qwen3_reranker, "q").items).result(10)
+        assert len(scheduler.submit(_prepared(qwen3_reranker, "q").items).result(10)) == 4
+    finally:
+        scheduler.stop()
+
+
+def test_stop_drains_or_fails_queued_work(qwen3_reranker):
+    for drain in (True, False):
+        engine = GatedEngine(qwen3_reranker.engine)
+        scheduler = BatchScheduler(engine, batch_wait_ms=0)
+        scheduler.start()
+        first = _hold_worker(scheduler, engine, qwen3_reranker)
+        queued = scheduler.submit(_prepared(qwen3_reranker, "q").items)
+        if drain:
+            engine.gate.set()
+        scheduler.stop(drain=drain, timeout=None if drain else 0.5)
+        engine.gate.set()
+        first.result(10)
+        if drain:
+            assert len(queued.result(10)) == len(DOCS)
+        else:
+            with pytest.raises(ServiceUnavailableError):
+                queued.result(10)
+        with pytest.raises(ServiceUnavailableError):
+            scheduler.submit(_prepared(qwen3_reranker, "q").items)
+
+
+def test_waits_to_fill_a_batch_only_under_load(qwen3_reranker):
+    scheduler = BatchScheduler(qwen3_reranker.engine, batch_wait_ms=10_000)
+    scheduler.start()
+    try:
+        items = _prepared(qwen3_reranker, "q").items
+        scheduler.submit(items).result(10)  # warm
+        started = time.perf_counter()
+        scheduler.submit(items).result(10)
+        # A lone request on an idle worker does not pay the 10 s wait.
+        assert time.perf_counter() - started < 5
+    finally:
+        scheduler.stop()
