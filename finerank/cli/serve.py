@@ -72,6 +72,15 @@ def serve_command(
     qdrant_url: Annotated[str | None, typer.Option(help="External Qdrant URL.")] = None,
     log_level: Annotated[str, typer.Option(help="debug | info | warning")] = "info",
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+    ray: Annotated[bool, typer.Option("--ray", help="Serve on Ray Serve replicas.")] = False,
+    replicas: Annotated[int | None, typer.Option(help="Ray: model replicas [1].")] = None,
+    autoscale: Annotated[
+        str | None, typer.Option(help="Ray: autoscale between MIN:MAX replicas.")
+    ] = None,
+    gpus_per_replica: Annotated[float, typer.Option(help="Ray: GPUs per replica.")] = 0.0,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray: cluster address [RAY_ADDRESS or local].")
+    ] = None,
 ) -> None:
     """Serve the rerank API over HTTP (binds 127.0.0.1:8000 by default)."""
     settings = serve_settings(
@@ -98,6 +107,15 @@ def serve_command(
         data_dir=data_dir,
         qdrant_url=qdrant_url,
     )
+    if ray:
+        from finerank.distributed.serve import Scaling, run_ray_server
+
+        scaling = Scaling.parse(replicas, autoscale)
+        raise typer.Exit(run_ray_server(settings, scaling=scaling,
+                                        gpus_per_replica=gpus_per_replica,
+                                        ray_address=ray_address))
+    if replicas is not None or autoscale is not None or gpus_per_replica or ray_address:
+        raise ValueError("--replicas, --autoscale, --gpus-per-replica, --ray-address need --ray")
     raise typer.Exit(run_server(settings, log_level=log_level, access_log=access_log))
 
 
