@@ -115,3 +115,53 @@ def batch_rerank_command(
     _print_summary(summary, as_json)
     if summary.failures:
         raise typer.Exit(1)
+
+
+@batch_app.command("index")
+@friendly_errors
+def batch_index_command(
+    paths: Annotated[list[Path], typer.Argument(metavar="PATH", help="Files or folders.")],
+    collection: Annotated[str, typer.Option("--collection", "-c", help="Collection name.")],
+    chunker: Annotated[str, typer.Option(help="legal | markdown | window.")] = "window",
+    embedding_model: Annotated[
+        str | None, typer.Option(help="Embedding model dir (on every node); none: BM25 only.")
+    ] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Window/markdown chunk size.")] = None,
+    overlap: Annotated[float | None, typer.Option(help="Window/markdown overlap.")] = None,
+    max_chars: Annotated[int | None, typer.Option(help="Legal: split longer articles.")] = None,
+    qdrant_url: Annotated[
+        str | None, typer.Option(help="Qdrant server or cluster URL (workers write to it).")
+    ] = None,
+    qdrant_api_key: Annotated[str | None, typer.Option(help="Qdrant API key.")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Embedded Qdrant dir instead (the driver writes).")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
+    dtype: Annotated[str | None, typer.Option(help="auto | float32 | bfloat16 | float16")] = None,
+    actors: Annotated[int, typer.Option(min=1, help="Embedding model replicas.")] = 1,
+    cpus_per_actor: Annotated[float, typer.Option(min=0.01)] = 1.0,
+    gpus_per_actor: Annotated[float, typer.Option(min=0.0)] = 0.0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Points per upsert.")] = 64,
+    ray_address: RayAddress = None,
+) -> None:
+    """Chunk, embed and upsert a large corpus in parallel (same ids as `finerank index`)."""
+    from finerank.distributed.batch_index import IndexProgress, batch_index
+    from finerank.retrieval.chunkers import get_chunker
+
+    settings = _settings(
+        embedding_model=embedding_model, qdrant_url=qdrant_url, qdrant_api_key=qdrant_api_key,
+        data_dir=data_dir, device=device, dtype=dtype,
+    )
+    options = {"max_tokens": max_tokens, "overlap": overlap, "max_chars": max_chars}
+    chunker_obj = get_chunker(chunker, **{k: v for k, v in options.items() if v is not None})
+
+    def report(p: IndexProgress) -> None:
+        typer.echo(f"{p.written:,}/{p.pending:,} chunks written  "
+                   f"{p.chunks_per_second:,.0f} chunks/s  {p.elapsed_s:,.0f}s", err=True)
+
+    result = batch_index(
+        paths, collection=collection, chunker=chunker_obj, settings=settings, actors=actors,
+        cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor, batch_size=batch_size,
+        ray_address=ray_address, progress=report,
+    )
+    typer.echo(f"{collection}: {result.summary()}")

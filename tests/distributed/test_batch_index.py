@@ -1,0 +1,97 @@
+"""``finerank batch index``: the same collection as the single-process ``finerank index``."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from finerank.retrieval.chunkers import get_chunker
+from finerank.retrieval.ingest import ingest
+from finerank.retrieval.store import DENSE, SPARSE, VectorStore
+
+LAW_FILES = ("cybersecurity_law_2016.md", "data_security_law_2021.md",
+             "cybersecurity_law_2025_pages.jsonl")
+
+
+def snapshot(data_dir, collection: str) -> tuple[dict, dict]:
+    """(collection metadata, {point id: (payload, sparse, dense)}) of an embedded Qdrant."""
+    store = VectorStore.open(data_dir=data_dir)
+    try:
+        metadata = store.client.get_collection(collection).config.metadata
+        points, offset = {}, None
+        while True:
+            batch, offset = store.client.scroll(collection, limit=512, offset=offset,
+                                                with_payload=True, with_vectors=True)
+            for p in batch:
+                sparse = p.vector[SPARSE]
+                points[str(p.id)] = (p.payload, (sparse.indices, sparse.values), p.vector[DENSE])
+            if offset is None:
+                return metadata, points
+    finally:
+        store.close()
+
+
+def assert_same_collection(got, expected) -> None:
+    (got_meta, got_points), (want_meta, want_points) = got, expected
+    assert got_meta == want_meta
+    assert got_points.keys() == want_points.keys() and got_points
+    for pid, (payload, sparse, dense) in want_points.items():
+        assert got_points[pid][0] == payload
+        assert got_points[pid][1] == sparse
+        assert np.allclose(got_points[pid][2], dense, atol=1e-5)
+
+
+@pytest.mark.ray
+def test_batch_index_builds_the_same_collection_as_index(
+    ray_cluster, tmp_path, shared_data, qwen3_embedding_dir
+):
+    corpus = tmp_path / "laws"
+    corpus.mkdir()
+    for name in LAW_FILES:
+        shutil.copy(shared_data / "laws" / name, corpus / name)
+    (corpus / "empty.txt").write_text("")
+    chunker = get_chunker("legal")
+
+    from finerank.retrieval.embedder import Embedder
+
+    embedder = Embedder.from_pretrained(qwen3_embedding_dir, device="cpu", dtype="float32")
+
+    def single_process():
+        store = VectorStore.open(data_dir=tmp_path / "single")
+        try:
+            return ingest([corpus], store=store, collection="laws", chunker=chunker,
+                          embedder=embedder, progress=False)
+        finally:
+            store.close()
+
+    def batch(*extra: str):
+        from finerank.cli import app
+
+        result = CliRunner().invoke(app, [
+            "batch", "index", str(corpus), "--collection", "laws", "--chunker", "legal",
+            "--embedding-model", str(qwen3_embedding_dir), "--device", "cpu",
+            "--dtype", "float32", "--data-dir", str(tmp_path / "ray"), *extra,
+        ])
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    reference = single_process()
+    out = batch()
+    assert reference.added > 100 and f"{reference.added} added" in out
+    assert f"{reference.files} files, {reference.documents} documents" in out
+    assert_same_collection(snapshot(tmp_path / "ray", "laws"),
+                           snapshot(tmp_path / "single", "laws"))
+
+    # A changed file: both paths write its new chunks and drop the stale ones, the same way.
+    changed = corpus / "data_security_law_2021.md"
+    changed.write_text(changed.read_text(encoding="utf-8").replace("数据", "资料", 5),
+                       encoding="utf-8")
+    again = single_process()
+    assert again.added > 0 and again.deleted > 0 and again.unchanged_files == 3
+    out = batch("--batch-size", "16")
+    assert f"{again.added} added, {again.deleted} deleted, 3 files unchanged" in out
+    assert_same_collection(snapshot(tmp_path / "ray", "laws"),
+                           snapshot(tmp_path / "single", "laws"))
