@@ -1,0 +1,278 @@
+"""The web page (gradio): a Rerank tab and a two-stage Search tab.
+
+Mounted at ``/ui`` by ``finerank serve --ui`` (:func:`mount_ui`, same process, same
+:class:`~finerank.service.RerankService` as the HTTP API) or served alone by ``finerank ui``
+(:func:`create_ui_app`). Every action calls the service in-process, never the HTTP API.
+
+Example:
+    >>> from finerank.settings import Settings
+    >>> app = create_ui_app(Settings(model="/models/Qwen3-Reranker-0.6B"))  # doctest: +SKIP
+    >>> import uvicorn; uvicorn.run(app, host="127.0.0.1", port=7860)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from finerank.errors import FinerankError
+from finerank.models.template import DEFAULT_INSTRUCTION
+from finerank.settings import Settings
+from finerank.ui import render
+from finerank.ui.backend import UIBackend
+
+if TYPE_CHECKING:
+    import gradio as gr
+    from fastapi import FastAPI
+
+    from finerank.service import RerankService
+
+logger = logging.getLogger("finerank.ui")
+
+EXAMPLES_FILE = Path(__file__).with_name("examples.json")
+SEARCH_MODES = ("bm25", "dense", "hybrid")
+
+
+@lru_cache(maxsize=1)
+def example() -> dict[str, Any]:
+    """The prefilled legal example: query, instruction and a few Cybersecurity Law articles."""
+    return json.loads(EXAMPLES_FILE.read_text(encoding="utf-8"))
+
+
+def example_documents() -> str:
+    """The example articles, one per line (an article's paragraphs joined by a space)."""
+    return "\n".join(
+        f"{a['article_cn']} {' '.join(a['text'].split())}" for a in example()["articles"]
+    )
+
+
+def parse_documents(text: str, upload: str | None) -> tuple[list[str], str]:
+    """Documents from an uploaded ``.txt``/``.jsonl`` (when given) or the text box (one per
+    line, blank lines skipped), and where they came from."""
+    if upload:
+        from finerank.cli.common import read_documents
+
+        path = Path(upload)
+        if path.suffix.lower() not in (".txt", ".jsonl"):
+            raise ValueError(f"upload a .txt or .jsonl file, not {path.name}")
+        documents = read_documents(path)
+        return documents, f"{len(documents)} documents from {path.name}"
+    documents = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return documents, f"{len(documents)} documents"
+
+
+def _top_n(value: float | None) -> int | None:
+    if value is None or value == 0:
+        return None
+    if value < 0 or int(value) != value:
+        raise ValueError(f"top_n must be a whole number >= 1 (or empty for all), got {value}")
+    return int(value)
+
+
+def build_blocks(backend: UIBackend, *, collection: str | None = None) -> gr.Blocks:
+    """The page: a Rerank tab and a Search tab, wired to ``backend``."""
+    import gradio as gr
+
+    ex = example()
+
+    async def do_rerank(query, instruction, documents_text, upload, top_n, long_document):
+        try:
+            documents, origin = parse_documents(documents_text, upload)
+            results = await backend.rerank(
+                query or "", documents, instruction=(instruction or "").strip() or None,
+                top_n=_top_n(top_n), long_document=long_document,
+            )
+        except (FinerankError, ValueError, TypeError, OSError) as exc:
+            return render.message(str(exc))
+        note = f"{origin} ranked"
+        if long_document == "chunk":
+            note += "; the highlighted span is the window that scored best"
+        return render.rerank_table(results, note=note)
+
+    async def refresh_collections():
+        try:
+            names = await backend.collections()
+        except FinerankError as exc:
+            return gr.update(choices=[], value=None), render.message(str(exc))
+        if not names:
+            return gr.update(choices=[], value=None), render.message(
+                "No collection yet: build one with `finerank index --collection NAME FILES...` "
+                "(or POST /v1/collections/NAME/documents), then press Refresh.",
+                kind="info",
+            )
+        value = collection if collection in names else names[0]
+        return gr.update(choices=names, value=value), ""
+
+    async def do_search(name, query, instruction, mode, recall_k, top_n):
+        try:
+            outcome = await backend.search(
+                name or "", query or "", instruction=(instruction or "").strip() or None,
+                mode=mode, recall_k=int(recall_k or 50), top_n=int(top_n or 10),
+            )
+        except (FinerankError, ValueError, TypeError, OSError) as exc:
+            return render.message(str(exc))
+        note = (
+            f"{outcome.candidates} candidates from {mode}, all reranked; "
+            f"showing the top {len(outcome.reranked)} of each order"
+        )
+        return render.search_columns(outcome.first_stage, outcome.reranked, note=note)
+
+    with gr.Blocks(title="finerank", analytics_enabled=False) as blocks:
+        gr.Markdown("## finerank: rerank and search")
+        status = gr.Markdown(backend.model_status(), elem_id="fr-status")
+        with gr.Tabs():
+            with gr.Tab("Rerank", id="rerank"):
+                with gr.Row():
+                    with gr.Column(scale=1):
+                        query = gr.Textbox(label="Query", value=ex["query"], lines=2,
+                                           elem_id="fr-query")
+                        instruction = gr.Textbox(
+                            label="Instruction", value=ex["instruction"], lines=2,
+                            elem_id="fr-instruction",
+                            info=f"Empty = the default: {DEFAULT_INSTRUCTION}",
+                        )
+                        documents = gr.Textbox(
+                            label="Documents (one per line)", value=example_documents(),
+                            lines=10, max_lines=30, elem_id="fr-documents",
+                        )
+                        upload = gr.File(label="…or upload a .txt / .jsonl (replaces the box)",
+                                         file_types=[".txt", ".jsonl"], type="filepath",
+                                         elem_id="fr-upload")
+                        with gr.Row():
+                            top_n = gr.Number(label="top_n (empty = all)", value=None,
+                                              precision=0, minimum=0, elem_id="fr-top-n")
+                            long_document = gr.Radio(
+                                ["truncate", "chunk"], value="truncate",
+                                label="Long documents", elem_id="fr-long-document",
+                            )
+                        rerank_button = gr.Button("Rerank", variant="primary",
+                                                  elem_id="fr-rerank-button")
+                    with gr.Column(scale=1):
+                        rerank_output = gr.HTML(elem_id="fr-rerank-output")
+                rerank_button.click(
+                    do_rerank,
+                    [query, instruction, documents, upload, top_n, long_document],
+                    rerank_output,
+                )
+            with gr.Tab("Search", id="search"):
+                with gr.Row():
+                    collection_box = gr.Dropdown(label="Collection", choices=[],
+                                                 elem_id="fr-collection", scale=3)
+                    refresh = gr.Button("Refresh", elem_id="fr-refresh", scale=1)
+                search_query = gr.Textbox(label="Query", value=ex["query"], lines=2,
+                                          elem_id="fr-search-query")
+                search_instruction = gr.Textbox(label="Instruction", value=ex["instruction"],
+                                                elem_id="fr-search-instruction")
+                with gr.Row():
+                    mode = gr.Radio(list(SEARCH_MODES), value="bm25", label="Recall mode",
+                                    elem_id="fr-mode")
+                    recall_k = gr.Number(label="recall_k", value=50, precision=0, minimum=1,
+                                         elem_id="fr-recall-k")
+                    search_top_n = gr.Number(label="shown", value=10, precision=0, minimum=1,
+                                             elem_id="fr-search-top-n")
+                search_button = gr.Button("Search", variant="primary",
+                                          elem_id="fr-search-button")
+                search_output = gr.HTML(elem_id="fr-search-output")
+                search_button.click(
+                    do_search,
+                    [collection_box, search_query, search_instruction, mode, recall_k,
+                     search_top_n],
+                    search_output,
+                )
+                refresh.click(refresh_collections, None, [collection_box, search_output])
+        blocks.load(refresh_collections, None, [collection_box, search_output])
+        blocks.load(backend.model_status, None, status)
+    return blocks
+
+
+def _theme():
+    import gradio as gr
+
+    # System fonts: the page must not fetch web fonts (no network where finerank runs).
+    return gr.themes.Default(
+        font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
+    )
+
+
+def mount_ui(
+    app: FastAPI,
+    service: RerankService | None,
+    settings: Settings,
+    *,
+    path: str = "/ui",
+    collection: str | None = None,
+    retrieval: Callable[[], Any] | None = None,
+) -> UIBackend:
+    """Mount the page on ``app`` at ``path``; it calls ``service`` in-process.
+
+    Search uses the app's retrieval state (``app.state.retrieval``, set by the server's
+    retrieval routes) when there is one, else a store opened from ``settings``.
+
+    Example:
+        >>> mount_ui(app, service, settings)  # doctest: +SKIP
+    """
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    import gradio as gr
+
+    if retrieval is None:
+        def retrieval() -> Any:
+            return getattr(app.state, "retrieval", None)
+
+    backend = UIBackend(service, settings, retrieval=retrieval)
+    blocks = build_blocks(backend, collection=collection)
+    gr.mount_gradio_app(
+        app, blocks, path=path, theme=_theme(), css=render.CSS, footer_links=[],
+        server_name=settings.host, server_port=settings.port, ssr_mode=False,
+    )
+    app.state.ui_backend = backend
+    return backend
+
+
+def create_ui_app(settings: Settings, *, collection: str | None = None) -> FastAPI:
+    """The page alone (``finerank ui``): loads the model in the background, serves ``/ui``
+    and redirects ``/`` there."""
+    from fastapi import FastAPI
+    from fastapi.responses import RedirectResponse
+
+    from finerank.service import RerankService
+
+    service = RerankService(settings) if settings.model else None
+    holder: dict[str, UIBackend] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        import asyncio
+
+        loader = None
+        if service is not None:
+            async def load() -> None:
+                try:
+                    await asyncio.to_thread(service.start)
+                except Exception as exc:  # noqa: BLE001 - the page shows "not loaded"
+                    logger.error("model failed to load: %s", exc)
+
+            loader = asyncio.create_task(load())
+        try:
+            yield
+        finally:
+            if loader is not None:
+                await asyncio.shield(loader)
+                await asyncio.to_thread(service.stop, drain=True)
+            if "backend" in holder:
+                holder["backend"].close()
+
+    app = FastAPI(title="finerank ui", lifespan=lifespan)
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/ui/")
+
+    holder["backend"] = mount_ui(app, service, settings, collection=collection,
+                                 retrieval=lambda: None)
+    return app
