@@ -236,10 +236,13 @@ class PairScorer:
     one ``error`` row, never the job.
     """
 
-    def __init__(self, settings: Settings, max_tokens_per_doc: int | None = None):
+    def __init__(
+        self, settings: Settings, max_tokens_per_doc: int | None = None, *, reranker=None
+    ):
         self.settings = settings
         self.max_tokens_per_doc = max_tokens_per_doc
-        self.reranker = load_reranker(settings)
+        # ``reranker``: an already loaded model (in-process use); Ray actors load their own.
+        self.reranker = reranker if reranker is not None else load_reranker(settings)
 
     def _score_groups(self, groups: Sequence[tuple[str, str | None, list[str]]]) -> list[float]:
         engine = self.reranker.engine

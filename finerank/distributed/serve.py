@@ -14,8 +14,9 @@ Example:
 
 from __future__ import annotations
 
+import signal
 import socket
-import time
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -181,12 +182,15 @@ def run_ray_server(
         else f"{scaling.replicas} replica(s)"
     )
     typer.echo(f"finerank ready on Ray Serve: {url} ({what}; docs: {url}/docs)", err=True)
+    stop = threading.Event()
+    # SIGTERM (docker stop, systemd, kill) and Ctrl-C both tear the deployment down.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
     try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
+        while not stop.wait(1.0):
+            pass
     finally:
+        typer.echo("shutting down the Ray Serve deployment", err=True)
         serve.delete(APP_NAME)
         serve.shutdown()
     return 0

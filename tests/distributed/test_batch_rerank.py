@@ -90,8 +90,9 @@ def test_bad_inputs_say_what_to_fix(tmp_path):
         read_pairs(tmp_path / "missing.parquet")
 
 
-def test_one_failing_pair_costs_one_error_row(qwen3_reranker_dir, qwen3_reranker):
-    scorer = PairScorer(Settings(model=str(qwen3_reranker_dir), device="cpu", dtype="float32"))
+def test_one_failing_pair_costs_one_error_row(qwen3_reranker_dir, qwen3_reranker, monkeypatch):
+    settings = Settings(model=str(qwen3_reranker_dir), device="cpu", dtype="float32")
+    scorer = PairScorer(settings, reranker=qwen3_reranker)
     encode = scorer.reranker.backend.encode
 
     def encode_failing_on_poison(query, documents, *args, **kwargs):
@@ -99,7 +100,7 @@ def test_one_failing_pair_costs_one_error_row(qwen3_reranker_dir, qwen3_reranker
             raise RuntimeError("cannot encode this document")
         return encode(query, documents, *args, **kwargs)
 
-    scorer.reranker.backend.encode = encode_failing_on_poison
+    monkeypatch.setattr(scorer.reranker.backend, "encode", encode_failing_on_poison)
     docs = ["contract law", "POISON pill", "river sky", "court appeal"]
     batch = pa.table({"_part": [0] * 4, "_row": [0, 1, 2, 3], "query": ["law"] * 4,
                       "document": docs})
@@ -107,6 +108,7 @@ def test_one_failing_pair_costs_one_error_row(qwen3_reranker_dir, qwen3_reranker
     errors = out["error"].to_pylist()
     assert [e is not None for e in errors] == [False, True, False, False]
     assert "cannot encode" in errors[1] and math.isnan(out["logit"][1].as_py())
+    monkeypatch.undo()
     good = [d for d in docs if "POISON" not in d]
     expected = qwen3_reranker.score([("law", d) for d in good])
     got = [s for s, e in zip(out["score"].to_pylist(), errors, strict=True) if e is None]
