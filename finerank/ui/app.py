@@ -145,7 +145,7 @@ def build_blocks(backend: UIBackend, *, collection: str | None = None) -> gr.Blo
                                          file_types=[".txt", ".jsonl"], type="filepath",
                                          elem_id="fr-upload")
                         with gr.Row():
-                            top_n = gr.Number(label="top_n (empty = all)", value=None,
+                            top_n = gr.Number(label="top_n (0 = all)", value=0,
                                               precision=0, minimum=0, elem_id="fr-top-n")
                             long_document = gr.Radio(
                                 ["truncate", "chunk"], value="truncate",

@@ -1,0 +1,117 @@
+"""A served page (``create_app`` with ``ui=True``: the ``finerank serve --ui`` path) on a
+free port, a small BM25 law collection, and headless Debian Chromium driven by Playwright."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO_ROOT / "artifacts"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]
+COLLECTION = "laws"
+# the Cybersecurity Law 2016 articles the collection holds
+ARTICLES = [f"CSL2016-{n:03d}" for n in (1, 8, 12, 21, 22, 27, 31, 41, 44, 46, 48, 59, 63, 64,
+                                           65, 67, 74, 76)]
+
+
+def chromium_executable() -> str | None:
+    for candidate in ("/usr/bin/chromium", shutil.which("chromium")):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="session")
+def law_collection(tmp_path_factory, shared_data) -> Path:
+    """An embedded-Qdrant data dir holding a BM25-only collection of 18 law articles."""
+    from finerank.retrieval.chunkers import get_chunker
+    from finerank.retrieval.ingest import ingest
+    from finerank.retrieval.store import VectorStore
+
+    root = tmp_path_factory.mktemp("ui-data")
+    source = root / "articles.jsonl"
+    with (shared_data / "laws" / "articles.jsonl").open(encoding="utf-8") as handle:
+        lines = [line for line in handle if json.loads(line)["id"] in ARTICLES]
+    source.write_text("".join(lines), encoding="utf-8")
+    store = VectorStore.open(data_dir=root / "qdrant")
+    try:
+        ingest([source], store=store, collection=COLLECTION, chunker=get_chunker("window"),
+               progress=False)
+    finally:
+        store.close()
+    return root / "qdrant"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ui_server(qwen3_reranker, qwen3_reranker_dir, law_collection):
+    """(base URL, settings) of a running server with the page at /ui."""
+    import uvicorn
+
+    from finerank.server.app import create_app
+    from finerank.service import RerankService
+    from finerank.settings import Settings
+
+    settings = Settings(model=str(qwen3_reranker_dir), ui=True, data_dir=law_collection,
+                        max_documents_per_request=30, port=_free_port())
+    service = RerankService(settings, reranker=qwen3_reranker)
+    service.start()
+    app = create_app(settings, service)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=settings.port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{settings.port}", settings
+    server.should_exit = True
+    thread.join(timeout=30)
+    service.stop()
+    app.state.ui_backend.close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    executable = chromium_executable()
+    if executable is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser, ui_server):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    opened = context.new_page()
+    opened.goto(f"{ui_server[0]}/ui/")
+    opened.wait_for_selector("#fr-rerank-button", timeout=60_000)
+    yield opened
+    context.close()
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS

@@ -1,0 +1,113 @@
+"""The page in a real browser: what it shows equals what the Python API computes."""
+
+from __future__ import annotations
+
+import pytest
+
+from finerank.ui.app import example, example_documents
+
+pytestmark = pytest.mark.browser
+
+TIMEOUT_MS = 60_000
+
+
+def _wait_for_output(page, selector: str, previous: str = "") -> str:
+    """Wait until the output element holds new content; return its inner HTML."""
+    page.wait_for_function(
+        "([sel, prev]) => { const el = document.querySelector(sel);"
+        " return el && el.innerHTML.includes('fr-') && el.innerHTML !== prev; }",
+        arg=[selector, previous],
+        timeout=TIMEOUT_MS,
+    )
+    return page.inner_html(selector)
+
+
+def _rerank_order(page) -> list[int]:
+    rows = page.query_selector_all("#fr-rerank-table tr.fr-row")
+    return [int(row.get_attribute("data-index")) for row in rows]
+
+
+def test_rerank_tab_matches_the_python_api(page, qwen3_reranker, artifacts):
+    ex = example()
+    page.click("#fr-rerank-button")
+    _wait_for_output(page, "#fr-rerank-output")
+    shown = _rerank_order(page)
+    documents = example_documents().splitlines()
+    expected = qwen3_reranker.rerank(ex["query"], documents, instruction=ex["instruction"])
+    assert shown == [r.index for r in expected]
+    assert len(shown) == len(ex["articles"])
+    scores = [float(row.get_attribute("data-score"))
+              for row in page.query_selector_all("#fr-rerank-table tr.fr-row")]
+    assert scores == pytest.approx([r.score for r in expected], abs=1e-5)
+    page.screenshot(path=str(artifacts / "ui-rerank.png"), full_page=True)
+
+    # another query, top_n and the default instruction (empty box)
+    before = page.inner_html("#fr-rerank-output")
+    page.fill("#fr-query textarea", "网络运营者的安全保护义务")
+    page.fill("#fr-instruction textarea", "")
+    page.fill("#fr-top-n input", "3")
+    page.click("#fr-rerank-button")
+    _wait_for_output(page, "#fr-rerank-output", before)
+    expected = qwen3_reranker.rerank("网络运营者的安全保护义务", documents, top_n=3)
+    assert _rerank_order(page) == [r.index for r in expected]
+
+
+def test_rerank_tab_explains_bad_input(page, ui_server):
+    settings = ui_server[1]
+    cases = [
+        ("#fr-documents textarea", "", "no documents"),
+        ("#fr-documents textarea",
+         "\n".join(f"doc {i}" for i in range(settings.max_documents_per_request + 1)),
+         "too many documents: 31 > 30"),
+        ("#fr-query textarea", "   ", "the query is empty"),
+    ]
+    previous = ""
+    for selector, value, expected in cases:
+        page.fill(selector, value)
+        page.click("#fr-rerank-button")
+        previous = _wait_for_output(page, "#fr-rerank-output", previous)
+        assert page.inner_text("#fr-rerank-output .fr-error").startswith(expected)
+
+
+def test_search_tab_shows_both_orders(page, ui_server, qwen3_reranker, law_collection,
+                                      artifacts):
+    import shutil
+    import tempfile
+
+    from finerank.retrieval.search import SearchService, rerank_text
+    from finerank.retrieval.store import VectorStore
+    from finerank.ui.render import movement
+
+    ex = example()
+    page.get_by_role("tab", name="Search").click()
+    page.wait_for_selector("#fr-search-button", timeout=TIMEOUT_MS)
+    page.fill("#fr-recall-k input", "12")
+    page.fill("#fr-search-top-n input", "6")
+    page.click("#fr-search-button")
+    _wait_for_output(page, "#fr-search-output")
+    cards = page.query_selector_all("#fr-first-stage .fr-hit")
+    first = [card.get_attribute("data-chunk") for card in cards]
+    reranked = page.query_selector_all("#fr-reranked .fr-hit")
+    page.screenshot(path=str(artifacts / "ui-search.png"), full_page=True)
+
+    # The same search through the Python API. The server holds the embedded store's lock,
+    # so read a copy of its directory.
+    with tempfile.TemporaryDirectory() as copy:
+        shutil.copytree(law_collection, copy, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns(".lock"))
+        store = VectorStore.open(data_dir=copy)
+        try:
+            hits = SearchService(store).search("laws", ex["query"], mode="bm25", recall_k=12,
+                                               top_n=12, rerank=False).hits
+        finally:
+            store.close()
+    assert first == [hit.chunk_id for hit in hits[:6]]
+    results = qwen3_reranker.rerank(ex["query"], [rerank_text(h) for h in hits],
+                                    instruction=ex["instruction"])
+    expected_order = [hits[r.index] for r in results[:6]]
+    assert [c.get_attribute("data-chunk") for c in reranked] == [h.chunk_id for h in
+                                                                 expected_order]
+    for rank, (card, hit) in enumerate(zip(reranked, expected_order, strict=True), start=1):
+        label, _ = movement(hit.first_stage_rank, rank, 6)
+        assert card.get_attribute("data-move") == label
+        assert "中华人民共和国网络安全法" in card.inner_text()  # article metadata is shown
