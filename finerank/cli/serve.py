@@ -111,9 +111,14 @@ def serve_command(
         from finerank.distributed.serve import Scaling, run_ray_server
 
         scaling = Scaling.parse(replicas, autoscale)
-        raise typer.Exit(run_ray_server(settings, scaling=scaling,
-                                        gpus_per_replica=gpus_per_replica,
-                                        ray_address=ray_address))
+        raise typer.Exit(
+            run_ray_server(
+                settings,
+                scaling=scaling,
+                gpus_per_replica=gpus_per_replica,
+                ray_address=ray_address,
+            )
+        )
     if replicas is not None or autoscale is not None or gpus_per_replica or ray_address:
         raise ValueError("--replicas, --autoscale, --gpus-per-replica, --ray-address need --ray")
     raise typer.Exit(run_server(settings, log_level=log_level, access_log=access_log))
@@ -165,9 +170,12 @@ def run_server(settings: Settings, *, log_level: str = "info", access_log: bool 
     holder["server"] = server
     # uvicorn re-raises the signal it shut down on; with these handlers in place the re-raise
     # is a no-op and a graceful SIGTERM exits 0 instead of dying by the signal.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: None)
-    asyncio.run(_serve_and_announce(server, app, settings))
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        asyncio.run(_serve_and_announce(server, app, settings))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if failure:
         typer.secho(f"error: model failed to load: {failure[0]}", fg=typer.colors.RED, err=True)
         return 2
