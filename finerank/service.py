@@ -106,8 +106,7 @@ class RerankService:
         """Raise :class:`UnknownModelError` unless ``name`` is empty or a served name."""
         if name and name not in self.served_names:
             raise UnknownModelError(
-                f"model {name!r} is not served here; served models: "
-                + ", ".join(repr(n) for n in self.served_names)
+                f"model {name!r} is not served here; served model: {self.model_name!r}"
             )
 
     @property

@@ -116,7 +116,7 @@ def _describe_validation(exc: RequestValidationError) -> tuple[int, str, list[di
             and part != "str"
         ]
         field = ".".join(loc) or "body"
-        message = str(error.get("msg", "invalid value"))
+        message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
         details.append({"field": field, "message": message, "type": error.get("type")})
         parts.append(f"{field}: {message}")
     # Union types repeat one problem per alternative; show a few and count the rest.

@@ -107,7 +107,9 @@ class RetrievalState:
         s = self.settings
         logger.info("loading embedding model %s", s.embedding_model)
         self.embedder = Embedder.from_pretrained(
-            s.embedding_model, device=s.device, dtype=s.dtype,  # type: ignore[arg-type]
+            s.embedding_model,
+            device=s.device,
+            dtype=s.dtype,  # type: ignore[arg-type]
             max_batch_tokens=s.max_batch_tokens,
         )
         self.store = VectorStore.from_settings(s)
@@ -162,22 +164,28 @@ def _embed(state: RetrievalState, body: EmbeddingRequest) -> dict[str, Any]:
         raise LimitExceededError(
             f"too many inputs: {len(texts)} > {limit} (max_documents_per_request); "
             "split the request",
-            limit_name="max_documents_per_request", limit=limit, value=len(texts),
+            limit_name="max_documents_per_request",
+            limit=limit,
+            value=len(texts),
         )
     for index, text in enumerate(texts):
         if not text:
             raise InvalidInputError(f"input[{index}] is empty")
     if body.input_type == "query":
-        matrix = embedder.embed_queries(texts, instruction=body.instruction,
-                                        dimensions=body.dimensions)
+        matrix = embedder.embed_queries(
+            texts, instruction=body.instruction, dimensions=body.dimensions
+        )
     else:
         matrix = embedder.embed_documents(texts, dimensions=body.dimensions)
     tokens = sum(embedder.count_tokens(text) for text in texts)
     return {
         "object": "list",
         "data": [
-            {"object": "embedding", "index": i,
-             "embedding": _embedding_row(row, body.encoding_format)}
+            {
+                "object": "embedding",
+                "index": i,
+                "embedding": _embedding_row(row, body.encoding_format),
+            }
             for i, row in enumerate(matrix)
         ],
         "model": embedder.name,
@@ -200,8 +208,13 @@ def _documents(body: DocumentsRequest):
 
 def _collection_dict(info) -> dict[str, Any]:
     spec = info.spec
-    return {"name": info.name, "points": info.points, "embedding_model": spec.embedding_model,
-            "dimension": spec.dimension, "chunker": spec.chunker}
+    return {
+        "name": info.name,
+        "points": info.points,
+        "embedding_model": spec.embedding_model,
+        "dimension": spec.dimension,
+        "chunker": spec.chunker,
+    }
 
 
 # ---- router ---------------------------------------------------------------------------------
@@ -242,9 +255,15 @@ def build_router(settings: Settings) -> APIRouter:
         service = getattr(request.app.state, "service", None)
         rerank = body.rerank and service is not None
         response = await state.run(
-            state.search.search, body.collection, body.query, mode=body.mode,
-            recall_k=body.recall_k, top_n=body.recall_k if rerank else body.top_n,
-            filters=body.filters, instruction=body.instruction, rerank=False,
+            state.search.search,
+            body.collection,
+            body.query,
+            mode=body.mode,
+            recall_k=body.recall_k,
+            top_n=body.recall_k if rerank else body.top_n,
+            filters=body.filters,
+            instruction=body.instruction,
+            rerank=False,
         )
         if rerank and response.hits:
             # the served reranker batches these pairs with every other request's
@@ -268,18 +287,29 @@ def build_router(settings: Settings) -> APIRouter:
             raise LimitExceededError(
                 f"too many documents: {len(body.documents)} > {limit} "
                 "(max_documents_per_request); split the request",
-                limit_name="max_documents_per_request", limit=limit, value=len(body.documents),
+                limit_name="max_documents_per_request",
+                limit=limit,
+                value=len(body.documents),
             )
         chunker = get_chunker(body.chunker, **body.chunker_options)
         documents = _documents(body)
         report = await state.run(
-            ingest_documents, documents, store=state.store, collection=name, chunker=chunker,
+            ingest_documents,
+            documents,
+            store=state.store,
+            collection=name,
+            chunker=chunker,
             embedder=state.embedder,
         )
-        return {"collection": name, "documents": report.documents, "chunks": report.chunks,
-                "added": report.added, "deleted": report.deleted,
-                "unchanged_documents": report.unchanged_files,
-                "seconds": round(report.seconds, 3)}
+        return {
+            "collection": name,
+            "documents": report.documents,
+            "chunks": report.chunks,
+            "added": report.added,
+            "deleted": report.deleted,
+            "unchanged_documents": report.unchanged_files,
+            "seconds": round(report.seconds, 3),
+        }
 
     @router.get("/v1/collections")
     async def list_collections(request: Request) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Lenient(BaseModel):
@@ -57,6 +57,21 @@ class RerankRequest(_Lenient):
     long_document: Literal["truncate", "chunk"] | None = Field(
         None, description="truncate (reference behaviour) or chunk (best window wins)."
     )
+
+    @field_validator("documents", mode="before")
+    @classmethod
+    def _document_entries(cls, value: object) -> object:
+        # One clear message instead of one per member of the str | object union.
+        if isinstance(value, list):
+            for index, entry in enumerate(value):
+                if isinstance(entry, str):
+                    continue
+                if not isinstance(entry, dict) or not isinstance(entry.get("text"), str):
+                    raise ValueError(
+                        f"documents[{index}] must be a string or an object with a string "
+                        f"'text' field, got {type(entry).__name__}"
+                    )
+        return value
 
     @model_validator(mode="after")
     def _one_document_list(self) -> RerankRequest:
