@@ -63,6 +63,11 @@ def _rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
@@ -148,26 +153,61 @@ def _correct(got: list[tuple[int, float]], expected, top_n: int | None) -> bool:
     )
 
 
-async def _overhead(client, reranker, args) -> dict[str, float]:
+async def _overhead(client, reranker, args, pid: int | None) -> dict[str, float]:
+    """Interleaved sequential calls: direct engine, in-process service (batching path), HTTP."""
+    from finerank.service import RerankService
+    from finerank.settings import Settings
+
+    service = RerankService(Settings(model=args.model), reranker=reranker)
+    service.start()
     query, docs = _workloads(1, args.docs, seed=99)[0]
     body = {"query": query, "documents": docs, "return_documents": False}
-    for _ in range(20):  # warm-up both paths
+    for _ in range(20):  # warm-up every path
         reranker.rerank(query, docs)
+        await service.rerank(query, docs)
         (await client.post("/v1/rerank", json=body)).raise_for_status()
-    direct, http = [], []
+    direct, batched, http = [], [], []
     for _ in range(args.overhead_rounds):
         started = time.perf_counter()
         reranker.rerank(query, docs)
         direct.append(time.perf_counter() - started)
         started = time.perf_counter()
+        await service.rerank(query, docs)
+        batched.append(time.perf_counter() - started)
+        started = time.perf_counter()
         response = await client.post("/v1/rerank", json=body)
         http.append(time.perf_counter() - started)
         response.raise_for_status()
-    d50, h50 = statistics.median(direct), statistics.median(http)
+    service.stop()
+    d50, b50, h50 = (statistics.median(x) for x in (direct, batched, http))
+    cpu = {}
+    if pid is not None:
+        # CPU time is not inflated by waiting for a core on a busy machine, unlike wall time:
+        # server CPU per HTTP request vs client CPU per direct call.
+        started = time.process_time()
+        for _ in range(args.overhead_rounds):
+            reranker.rerank(query, docs)
+        direct_cpu = (time.process_time() - started) / args.overhead_rounds
+        before = _cpu_seconds(pid)
+        for _ in range(args.overhead_rounds):
+            (await client.post("/v1/rerank", json=body)).raise_for_status()
+        server_cpu = (_cpu_seconds(pid) - before) / args.overhead_rounds
+        cpu = {
+            "direct_cpu_ms_per_call": direct_cpu * 1e3,
+            "server_cpu_ms_per_request": server_cpu * 1e3,
+            "cpu_overhead_ms_per_request": (server_cpu - direct_cpu) * 1e3,
+        }
     return {
         "direct_p50_ms": d50 * 1e3,
+        "service_p50_ms": b50 * 1e3,
         "http_p50_ms": h50 * 1e3,
-        "overhead_p50_ms": (h50 - d50) * 1e3,
+        "batching_overhead_p50_ms": (b50 - d50) * 1e3,
+        "http_plus_batching_overhead_p50_ms": (h50 - d50) * 1e3,
+        # Fastest of each: the least disturbed by other processes on a shared machine.
+        "direct_min_ms": min(direct) * 1e3,
+        "http_min_ms": min(http) * 1e3,
+        "http_plus_batching_overhead_min_ms": (min(http) - min(direct)) * 1e3,
+        **cpu,
     }
 
 
@@ -237,7 +277,7 @@ async def main_async(args) -> None:
         ) as client:
             pid = proc.pid if proc else None
             print(f"== overhead (sequential, {args.docs} docs/request)")
-            for key, value in (await _overhead(client, reranker, args)).items():
+            for key, value in (await _overhead(client, reranker, args, pid)).items():
                 print(f"  {key}: {value:.3f}")
             rss_start = _rss_mib(pid) if pid else float("nan")
             print(
