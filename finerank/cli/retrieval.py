@@ -195,7 +195,8 @@ def _label(hit) -> str:
     meta = hit.metadata
     if meta.get("article_cn"):
         part = f" ({meta['part']})" if meta.get("part") else ""
-        return f"{meta['article_cn']}{part}"
+        law = str(meta.get("law") or "").removeprefix("中华人民共和国")
+        return f"{law} {meta['article_cn']}{part}".strip()
     if meta.get("heading_path"):
         return " > ".join(meta["heading_path"])[-40:]
     return Path(hit.source.split("#")[0]).name + (
@@ -217,7 +218,7 @@ def _print_hits(response, *, reranked: bool) -> None:
     table.add_column("where")
     table.add_column("text")
     for position, hit in enumerate(response.hits, start=1):
-        text = hit.text.replace("\n", " ")
+        text = " ".join(hit.text.split())
         row = [str(position), str(hit.first_stage_rank), f"{hit.first_stage_score:.4f}"]
         if reranked:
             row.append("-" if hit.rerank_score is None else f"{hit.rerank_score:.4f}")

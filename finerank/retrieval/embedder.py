@@ -328,7 +328,9 @@ class RemoteEmbedder(Embedder):
         dimensions: int | None = None,
         timeout_s: float = 60.0,
         batch_size: int = 128,
+        http_client=None,
     ):
+        """``http_client``: an ``httpx.Client`` to use (custom TLS, proxies, tests)."""
         import httpx
 
         url = base_url.rstrip("/")
@@ -342,7 +344,9 @@ class RemoteEmbedder(Embedder):
         self.source = base_url
         self.batch_size = batch_size
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.Client(timeout=timeout_s, headers=headers)
+        self._client = http_client or httpx.Client(timeout=timeout_s, headers=headers)
+        if http_client is not None and api_key:
+            self._client.headers.update(headers)
         self.default_dimensions = dimensions
         probe = self._request(["dimension probe"], dimensions)
         self.max_dimension = probe.shape[1] if dimensions is None else 1 << 30
