@@ -139,12 +139,7 @@ class UIBackend:
             raise InvalidInputError("the query is empty: type a question")
         if not documents:
             raise InvalidInputError("no documents: enter one per line or upload a .txt/.jsonl")
-        limit = self.settings.max_documents_per_request
-        if len(documents) > limit:
-            raise InvalidInputError(
-                f"too many documents: {len(documents)} > {limit} "
-                "(max_documents_per_request); send fewer"
-            )
+        # the service enforces max_documents_per_request and the token limit
         outcome = await self._require_service().rerank(
             query,
             documents,

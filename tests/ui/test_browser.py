@@ -58,7 +58,7 @@ def test_rerank_tab_explains_bad_input(page, ui_server):
         ("#fr-documents textarea", "", "no documents"),
         ("#fr-documents textarea",
          "\n".join(f"doc {i}" for i in range(settings.max_documents_per_request + 1)),
-         "too many documents: 31 > 30"),
+         "too many documents: 31 > max_documents_per_request=30"),
         ("#fr-query textarea", "   ", "the query is empty"),
     ]
     previous = ""
