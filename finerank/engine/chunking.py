@@ -16,8 +16,8 @@ def split_windows(
 
     Example:
         >>> from transformers import AutoTokenizer  # doctest: +SKIP
-        >>> windows = split_windows(tok, "a b c d e f", window_tokens=4, overlap=0.25)  # doctest: +SKIP
-        >>> list(windows)  # doctest: +SKIP
+        >>> spans = split_windows(tok, "a b c d", window_tokens=4, overlap=0.25)  # doctest: +SKIP
+        >>> list(spans)  # doctest: +SKIP
         [(0, 7), (6, 11)]
     """
     if window_tokens < 1:

@@ -1,0 +1,457 @@
+"""The finerank benchmark: the official reference code vs finerank, same inputs, same run.
+
+Phases (each one appends to the result and, when ``on_phase`` is given, lets the caller save
+partial results):
+
+* ``seed``: one legal query + instruction against 50 articles of the PRC Cybersecurity Law
+  (``laws/articles.jsonl``, ids ``CSL2016-*``), for every dtype: pairs/s and tokens/s of both
+  implementations, their ratio, max |score difference|, peak memory, load time.
+* ``agreement``: Kendall tau of the bf16 (and int8) rankings against fp32 on the seed workload.
+* ``length_sweep``: documents of 128 ... 8192 tokens, both implementations.
+* ``batch_sweep``: 1 ... N documents of a fixed length, both implementations.
+* ``latency``: repeated batch-1 requests (p50/p90/p99).
+* ``memory``: peak memory of one document of growing length (finerank only), a linear fit,
+  and the largest batch of 32K-token documents that fits in the device's memory (extrapolated).
+
+Tokens/s counts the model-input tokens of every pair (template included, nothing shared), so
+both implementations are credited with the same tokens and the ratio equals the pairs/s ratio.
+
+Example:
+    >>> from finerank.bench.runner import BenchConfig, run_bench
+    >>> config = BenchConfig(model="/models/Qwen3-Reranker-0.6B", quick=True)
+    >>> result = run_bench(config)  # doctest: +SKIP
+    >>> result["seed"]["float32"]["ratio"]  # doctest: +SKIP
+    4.1
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from finerank.bench.measure import (
+    QWEN3_06B_FLOP_PER_TOKEN,
+    PeakMemory,
+    gpu_bf16_peak,
+    kendall_tau,
+    linear_fit,
+    percentile,
+    timed,
+)
+
+SEED_QUERY = "非法获取敌公司的服务器数据并破坏服务器，应采取什么处置措施？罚款多少？"
+SEED_INSTRUCTION = (
+    "请依据中国现行法律条款，判断文档是否明确提及对非法入侵行为的行政处罚或刑事责任。"
+)
+SEED_PREFIX = "CSL2016-"
+CONTEXT_32K = 32768
+# the reference keeps [batch, length, 151669] logits: cap that tensor's size
+REFERENCE_LOGITS_BYTES = 6 * 2**30
+_DTYPE_NAMES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class BenchConfig:
+    """What to run. ``model=None`` builds a random-weight model of ``size`` (cached)."""
+
+    model: str | None = None
+    size: str = "0.6b"
+    device: str = "auto"
+    dtypes: tuple[str, ...] = ("float32", "bfloat16")
+    data_dir: str | None = None
+    seed_docs: int = 50
+    lengths: tuple[int, ...] = (128, 512, 2048, 8192)
+    sweep_tokens: int = 8192  # documents per length-sweep point: about this many tokens
+    batch_sizes: tuple[int, ...] = (1, 4, 16)
+    batch_length: int = 256
+    latency_repeats: int = 5
+    memory_lengths: tuple[int, ...] = (1024, 2048, 4096, 8192)
+    max_batch_tokens: int = 16384
+    reference: bool = True
+    reference_batch_size: int = 8
+    int8: bool = True
+    quick: bool = False
+    phases: tuple[str, ...] = ("seed", "agreement", "length_sweep", "batch_sweep", "latency",
+                               "memory")
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.quick:
+            self.seed_docs = min(self.seed_docs, 12)
+            self.lengths = tuple(x for x in self.lengths if x <= 512) or self.lengths[:1]
+            self.sweep_tokens = min(self.sweep_tokens, 2048)
+            self.batch_sizes = tuple(x for x in self.batch_sizes if x <= 4) or (1,)
+            self.latency_repeats = min(self.latency_repeats, 3)
+            self.memory_lengths = tuple(x for x in self.memory_lengths if x <= 2048) or (512,)
+        for name in self.dtypes:
+            if name not in _DTYPE_NAMES:
+                raise ValueError(f"unknown dtype {name!r}: use float32, bfloat16 or float16")
+
+
+def default_data_dir() -> Path:
+    """``$FINERANK_DATA_DIR``/``../shared/data`` next to the source checkout."""
+    env = os.environ.get("FINERANK_BENCH_DATA")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def seed_workload(data_dir: Path, count: int = 50) -> tuple[str, str, list[str], list[str]]:
+    """(query, instruction, document ids, documents): the first ``count`` Cybersecurity Law
+    articles of ``laws/articles.jsonl``."""
+    path = data_dir / "laws" / "articles.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"seed workload data not found: {path} (pass --data DIR holding laws/articles.jsonl)"
+        )
+    ids, docs = [], []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        if str(record.get("id", "")).startswith(SEED_PREFIX):
+            ids.append(record["id"])
+            docs.append(record["text"])
+    if not docs:
+        raise ValueError(f"{path} holds no {SEED_PREFIX}* articles")
+    return SEED_QUERY, SEED_INSTRUCTION, ids[:count], docs[:count]
+
+
+def synthetic_documents(tokenizer, source: str, length: int, count: int) -> list[str]:
+    """``count`` different documents of about ``length`` tokens cut from ``source`` text."""
+    encoded = tokenizer(source, add_special_tokens=False, return_offsets_mapping=True)
+    offsets = encoded["offset_mapping"]
+    while len(offsets) < length + count:
+        source = source + "\n" + source
+        offsets = tokenizer(source, add_special_tokens=False,
+                            return_offsets_mapping=True)["offset_mapping"]
+    step = max(1, (len(offsets) - length) // max(1, count))
+    docs = []
+    for number in range(count):
+        start = (number * step) % (len(offsets) - length)
+        docs.append(source[offsets[start][0] : offsets[start + length - 1][1]])
+    return docs
+
+
+def ensure_model(config: BenchConfig) -> tuple[Path, bool]:
+    """The model directory, building a random-weight one (cached) when none is given."""
+    if config.model:
+        return Path(config.model), False
+    from finerank.testing import build_qwen3_reranker
+
+    cache = Path(os.environ.get("FINERANK_BENCH_CACHE", Path.home() / ".cache" / "finerank"))
+    target = cache / f"qwen3-reranker-{config.size}-random"
+    if not (target / "model.safetensors").is_file():
+        # realistic initialization scale for a deep model (scores do not saturate)
+        build_qwen3_reranker(target, size=config.size, initializer_range=0.02)
+    return target, True
+
+
+class _Bench:
+    def __init__(self, config: BenchConfig, on_phase: Callable[[dict], None] | None):
+        from finerank.models.loading import pick_device
+
+        self.config = config
+        self.on_phase = on_phase
+        self.device = pick_device(config.device)
+        self.model_dir, random_weights = ensure_model(config)
+        self.result: dict = {
+            "config": {k: v for k, v in asdict(config).items() if k != "extra"},
+            "environment": _environment(self.device),
+            "model": {"path": str(self.model_dir), "size": config.size,
+                      "random_weights": random_weights},
+            "load_seconds": {"finerank": {}, "reference": {}},
+        }
+        self.max_length = max(8192, max(config.memory_lengths, default=0) + 512,
+                              max(config.lengths, default=0) + 512)
+
+    # ---- loading -------------------------------------------------------------------------
+    def finerank(self, dtype: str, quantize: str = "none"):
+        from finerank import Reranker
+
+        reranker = Reranker.from_pretrained(
+            self.model_dir, device=str(self.device), dtype=dtype, max_length=self.max_length,
+            max_batch_tokens=self.config.max_batch_tokens, quantize=quantize,
+        )
+        key = dtype if quantize == "none" else f"{dtype}+{quantize}"
+        self.result["load_seconds"]["finerank"][key] = round(reranker.load_seconds, 3)
+        return reranker
+
+    def reference(self, dtype: str):
+        from finerank.bench.reference import OfficialQwen3Reranker
+
+        started = time.perf_counter()
+        ref = OfficialQwen3Reranker(self.model_dir, max_length=self.max_length,
+                                    dtype=_DTYPE_NAMES[dtype], device=self.device)
+        self.result["load_seconds"]["reference"][dtype] = round(time.perf_counter() - started, 3)
+        return ref
+
+    def reference_batch(self, length: int, dtype: str) -> int:
+        per_pair = (length + 200) * 151669 * torch.finfo(_DTYPE_NAMES[dtype]).bits // 8
+        return max(1, min(self.config.reference_batch_size, REFERENCE_LOGITS_BYTES // per_pair))
+
+    # ---- one measured workload -------------------------------------------------------------
+    def compare(self, reranker, ref, query, instruction, docs, *, length_hint: int,
+                dtype: str) -> dict:
+        prepared = reranker.engine.prepare(query, docs, instruction=instruction)
+        tokens = prepared.num_tokens
+        with PeakMemory(self.device) as mem:
+            results, seconds = timed(
+                lambda: reranker.rerank(query, docs, instruction=instruction), self.device
+            )
+        ours = [0.0] * len(docs)
+        for r in results:
+            ours[r.index] = r.score
+        row = {
+            "pairs": len(docs), "tokens": tokens,
+            "finerank": _speed(len(docs), tokens, seconds, mem),
+        }
+        if ref is not None:
+            batch = self.reference_batch(length_hint, dtype)
+            with PeakMemory(self.device) as ref_mem:
+                theirs, ref_seconds = timed(
+                    lambda: ref.scores([query] * len(docs), docs, instruction, batch_size=batch),
+                    self.device,
+                )
+            row["reference"] = _speed(len(docs), tokens, ref_seconds, ref_mem)
+            row["reference"]["batch_size"] = batch
+            row["ratio"] = round(ref_seconds / seconds, 3)
+            row["max_abs_diff"] = max(abs(a - b) for a, b in zip(ours, theirs, strict=True))
+            row["reference_scores"] = theirs
+        row["scores"] = ours
+        return row
+
+    def _save(self) -> None:
+        if self.on_phase is not None:
+            self.on_phase(self.result)
+
+    # ---- phases ----------------------------------------------------------------------------
+    def run(self) -> dict:
+        phases = self.config.phases
+        data_dir = Path(self.config.data_dir) if self.config.data_dir else default_data_dir()
+        self.seed = seed_workload(data_dir, self.config.seed_docs)
+        if "seed" in phases:
+            self.phase_seed()
+        if "agreement" in phases:
+            self.phase_agreement()
+        primary = self.config.dtypes[0]
+        if {"length_sweep", "batch_sweep", "latency", "memory"} & set(phases):
+            reranker = self.finerank(primary)
+            ref = self.reference(primary) if self.config.reference else None
+            source = "\n".join(self.seed[3])
+            if "length_sweep" in phases:
+                self.phase_lengths(reranker, ref, source, primary)
+            if "batch_sweep" in phases:
+                self.phase_batches(reranker, ref, source, primary)
+            if "latency" in phases:
+                self.phase_latency(reranker, ref, source)
+            del ref
+            gc.collect()
+            if "memory" in phases:
+                self.phase_memory(reranker, source, primary)
+        self.result["cuda"] = self.cuda_summary()
+        self._save()
+        return self.result
+
+    def phase_seed(self) -> None:
+        query, instruction, ids, docs = self.seed
+        self.result["seed"] = {"ids": ids, "query": query, "instruction": instruction}
+        for dtype in self.config.dtypes:
+            reranker = self.finerank(dtype)
+            ref = self.reference(dtype) if self.config.reference else None
+            # warm-up (first-call allocations, kernel selection) outside the timed region
+            reranker.rerank(query, docs[:2], instruction=instruction)
+            if ref is not None:
+                ref.scores([query] * 2, docs[:2], instruction)
+            self.result["seed"][dtype] = self.compare(
+                reranker, ref, query, instruction, docs, length_hint=512, dtype=dtype
+            )
+            del reranker, ref
+            gc.collect()
+            self._save()
+
+    def phase_agreement(self) -> None:
+        seed = self.result.get("seed", {})
+        agreement: dict = {}
+        base = seed.get("float32", {}).get("scores")
+        for dtype in self.config.dtypes:
+            if dtype == "float32" or base is None or dtype not in seed:
+                continue
+            agreement[f"{dtype}_vs_float32_tau"] = kendall_tau(base, seed[dtype]["scores"])
+            agreement[f"{dtype}_vs_float32_max_abs_diff"] = max(
+                abs(a - b) for a, b in zip(base, seed[dtype]["scores"], strict=True))
+            if "reference_scores" in seed[dtype] and "reference_scores" in seed["float32"]:
+                agreement[f"reference_{dtype}_vs_float32_tau"] = kendall_tau(
+                    seed["float32"]["reference_scores"], seed[dtype]["reference_scores"])
+        if self.config.int8 and self.device.type == "cpu" and base is not None:
+            query, instruction, _, docs = self.seed
+            reranker = self.finerank("float32", quantize="int8")
+            reranker.rerank(query, docs[:2], instruction=instruction)
+            with PeakMemory(self.device) as mem:
+                results, seconds = timed(
+                    lambda: reranker.rerank(query, docs, instruction=instruction), self.device)
+            scores = [0.0] * len(docs)
+            for r in results:
+                scores[r.index] = r.score
+            tokens = seed["float32"]["tokens"]
+            agreement["int8"] = _speed(len(docs), tokens, seconds, mem)
+            agreement["int8_vs_float32_tau"] = kendall_tau(base, scores)
+            agreement["int8_vs_float32_max_abs_diff"] = max(
+                abs(a - b) for a, b in zip(base, scores, strict=True))
+            agreement["int8_top10_overlap"] = len(
+                set(_top(base, 10)) & set(_top(scores, 10))) / min(10, len(scores))
+            del reranker
+            gc.collect()
+        self.result["agreement"] = agreement
+        self._save()
+
+    def phase_lengths(self, reranker, ref, source: str, dtype: str) -> None:
+        query, instruction = self.seed[0], self.seed[1]
+        rows = []
+        for length in self.config.lengths:
+            count = max(1, self.config.sweep_tokens // length)
+            docs = synthetic_documents(reranker.backend.tokenizer, source, length, count)
+            row = self.compare(reranker, ref, query, instruction, docs, length_hint=length,
+                               dtype=dtype)
+            row["length"] = length
+            rows.append(_strip_scores(row))
+            self.result["length_sweep"] = rows
+            self._save()
+
+    def phase_batches(self, reranker, ref, source: str, dtype: str) -> None:
+        query, instruction = self.seed[0], self.seed[1]
+        rows = []
+        for batch in self.config.batch_sizes:
+            docs = synthetic_documents(reranker.backend.tokenizer, source,
+                                       self.config.batch_length, batch)
+            row = self.compare(reranker, ref, query, instruction, docs,
+                               length_hint=self.config.batch_length, dtype=dtype)
+            row["batch_size"] = batch
+            rows.append(_strip_scores(row))
+            self.result["batch_sweep"] = rows
+            self._save()
+
+    def phase_latency(self, reranker, ref, source: str) -> None:
+        query, instruction = self.seed[0], self.seed[1]
+        docs = synthetic_documents(reranker.backend.tokenizer, source, self.config.batch_length,
+                                   self.config.latency_repeats)
+        latency: dict = {"document_tokens": self.config.batch_length}
+        runs = {"finerank": lambda d: reranker.rerank(query, [d], instruction=instruction)}
+        if ref is not None:
+            runs["reference"] = lambda d: ref.scores([query], [d], instruction, batch_size=1)
+        for name, call in runs.items():
+            seconds = [timed(lambda d=d, c=call: c(d), self.device)[1] * 1000 for d in docs]
+            latency[name] = {
+                "p50_ms": percentile(seconds, 50), "p90_ms": percentile(seconds, 90),
+                "p99_ms": percentile(seconds, 99), "samples_ms": seconds,
+            }
+        self.result["latency"] = latency
+        self._save()
+
+    def phase_memory(self, reranker, source: str, dtype: str) -> None:
+        query, instruction = self.seed[0], self.seed[1]
+        points = []
+        for length in self.config.memory_lengths:
+            docs = synthetic_documents(reranker.backend.tokenizer, source, length, 1)
+            tokens = reranker.engine.prepare(query, docs, instruction=instruction).num_tokens
+            gc.collect()
+            with PeakMemory(self.device) as mem:
+                _, seconds = timed(
+                    lambda d=docs: reranker.rerank(query, d, instruction=instruction),
+                    self.device)
+            points.append({"length": length, "tokens": tokens, "peak_mb": round(mem.peak_mb, 1),
+                           "delta_mb": round(mem.delta_mb, 1), "seconds": round(seconds, 3),
+                           "tokens_per_s": round(tokens / seconds, 2)})
+            self.result["memory"] = {"points": points}
+            self._save()
+        slope, intercept, r2 = linear_fit([p["tokens"] for p in points],
+                                          [p["delta_mb"] for p in points])
+        memory = self.result["memory"]
+        memory.update(mb_per_token=slope, intercept_mb=intercept, linear_r2=r2)
+        available = _available_memory_mb(self.device)
+        model_mb = points[0]["peak_mb"] - points[0]["delta_mb"] if points else 0.0
+        per_doc = slope * CONTEXT_32K + max(intercept, 0.0)
+        memory["available_mb"] = available
+        # extrapolated from the linear fit; one 32K document is one sequence of 32,768 tokens.
+        # No growth measured (tiny models, allocator reuse) means no meaningful estimate.
+        memory["largest_batch_32k"] = (
+            max(0, int((available - model_mb) // per_doc)) if available and slope > 0 else None
+        )
+        memory["largest_batch_32k_note"] = (
+            "extrapolated: (available memory - model) / (fitted MB per token x 32768)")
+        self._save()
+
+    def cuda_summary(self) -> dict:
+        if self.device.type != "cuda":
+            return {"measured": False,
+                    "reason": "no CUDA device on this machine: GPU tokens/s not measured"}
+        name = torch.cuda.get_device_name(self.device)
+        peak = gpu_bf16_peak(name)
+        best = max((row["finerank"]["tokens_per_s"] for row in self.result.get("length_sweep", [])),
+                   default=None)
+        summary = {"measured": True, "gpu": name, "bf16_peak_tflops": peak and peak / 1e12,
+                   "flop_per_token": QWEN3_06B_FLOP_PER_TOKEN, "best_tokens_per_s": best}
+        if peak and best:
+            summary["tokens_per_s_limit"] = peak / QWEN3_06B_FLOP_PER_TOKEN
+            summary["fraction_of_limit"] = best / summary["tokens_per_s_limit"]
+        return summary
+
+
+def _top(scores: list[float], k: int) -> list[int]:
+    return sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:k]
+
+
+def _strip_scores(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k not in ("scores", "reference_scores")}
+
+
+def _speed(pairs: int, tokens: int, seconds: float, mem: PeakMemory) -> dict:
+    return {
+        "seconds": round(seconds, 4),
+        "pairs_per_s": round(pairs / seconds, 3),
+        "tokens_per_s": round(tokens / seconds, 2),
+        "peak_mb": round(mem.peak_mb, 1),
+        "delta_mb": round(mem.delta_mb, 1),
+    }
+
+
+def _available_memory_mb(device: torch.device) -> float | None:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory / 2**20
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def _environment(device: torch.device) -> dict:
+    env = {
+        "device": str(device),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "processor": platform.processor() or platform.machine(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    if hasattr(os, "getloadavg"):
+        env["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
+
+
+def run_bench(config: BenchConfig, on_phase: Callable[[dict], None] | None = None) -> dict:
+    """Run the benchmark phases of ``config``; ``on_phase(result)`` after each one."""
+    return _Bench(config, on_phase).run()

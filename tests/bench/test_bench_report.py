@@ -1,0 +1,83 @@
+"""`finerank bench --report DIR` with the tiny model and a tiny sweep: files, and the
+summary table's numbers equal the JSON's."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from typer.testing import CliRunner
+
+from finerank.bench.measure import kendall_tau, linear_fit, percentile
+from finerank.bench.report import PLOTS, fmt, parse_summary_table, summary_rows
+from finerank.cli import app
+
+
+@pytest.fixture(scope="module")
+def report_dir(qwen3_reranker_dir, shared_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench-report")
+    result = CliRunner().invoke(app, [
+        "bench", "--model", str(qwen3_reranker_dir), "--device", "cpu", "--dtypes", "float32",
+        "--report", str(out), "--data", str(shared_data), "--seed-docs", "4",
+        "--lengths", "32,64", "--sweep-tokens", "64", "--batch-sizes", "1,2",
+        "--batch-length", "32", "--memory-lengths", "64,256", "--reference-batch-size", "2",
+        "--no-int8",
+    ])
+    assert result.exit_code == 0, result.output
+    assert "seed speed ratio vs reference, float32" in result.output
+    return out
+
+
+def test_report_files_exist(report_dir):
+    assert (report_dir / "bench.json").is_file()
+    assert (report_dir / "summary.md").is_file()
+    for name in PLOTS:
+        data = (report_dir / name).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 1000
+
+
+def test_summary_numbers_match_json(report_dir):
+    result = json.loads((report_dir / "bench.json").read_text(encoding="utf-8"))
+    table = parse_summary_table((report_dir / "summary.md").read_text(encoding="utf-8"))
+    expected = summary_rows(result)
+    assert [(m, i) for m, i, _ in table] == [(m, i) for m, i, _ in expected]
+    for (metric, _, cell), (_, _, value) in zip(table, expected, strict=True):
+        assert cell == fmt(value), metric
+        if value is not None:
+            assert math.isclose(float(cell), value, rel_tol=1e-3, abs_tol=1e-12), metric
+    metrics = {m for m, _, _ in table}
+    for needed in ("model load time (s), float32", "batch-1 latency p50 (ms)",
+                   "seed tokens/s, float32", "seed speed ratio vs reference, float32",
+                   "seed peak memory (MB), float32", "largest batch at 32K context (extrapolated)"):
+        assert needed in metrics
+
+
+def test_json_content_is_consistent(report_dir):
+    result = json.loads((report_dir / "bench.json").read_text(encoding="utf-8"))
+    seed = result["seed"]["float32"]
+    assert seed["pairs"] == 4 and seed["max_abs_diff"] <= 1e-5  # finerank == reference, fp32
+    assert seed["ratio"] == pytest.approx(
+        seed["finerank"]["pairs_per_s"] / seed["reference"]["pairs_per_s"], rel=1e-2)
+    assert [row["length"] for row in result["length_sweep"]] == [32, 64]
+    assert [row["batch_size"] for row in result["batch_sweep"]] == [1, 2]
+    assert [p["length"] for p in result["memory"]["points"]] == [64, 256]
+    assert result["cuda"]["measured"] is False
+    assert result["seed"]["ids"][0].startswith("CSL2016-")
+
+
+def test_bad_options_are_clear_errors(tmp_path):
+    result = CliRunner().invoke(app, ["bench", "--lengths", "12,abc", "--report", str(tmp_path)])
+    assert result.exit_code == 2 and "--lengths" in result.output
+    result = CliRunner().invoke(app, ["bench", "--phases", "seed,warp", "--report",
+                                      str(tmp_path)])
+    assert result.exit_code == 2 and "warp" in result.output
+
+
+def test_measure_helpers():
+    assert kendall_tau([1, 2, 3, 4], [1, 2, 4, 3]) == pytest.approx(4 / 6)
+    assert kendall_tau([1, 1, 2], [1, 1, 2]) == 1.0
+    assert percentile([5.0], 99) == 5.0
+    assert percentile(list(range(101)), 90) == 90
+    slope, intercept, r2 = linear_fit([1, 2, 3, 4], [2.1, 3.9, 6.0, 8.1])
+    assert slope == pytest.approx(2.0, abs=0.1) and r2 > 0.99

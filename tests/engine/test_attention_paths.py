@@ -1,0 +1,69 @@
+"""The variable-length (CUDA) attention layout, checked on CPU with an exact emulation of
+the kernel, and the first-use self-check that switches a wrong kernel off."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from finerank.models.qwen3 import PackedDecoder, build_layout
+from tests.engine.conftest import INSTRUCTION, QUERY
+
+
+def emulated_varlen(q, k, v, cu_q, cu_k, max_q, max_k, *, scale, window_size, enable_gqa):
+    """What flash-attention varlen computes: per run, causal aligned to the bottom right."""
+    assert window_size == (-1, 0)
+    out = torch.empty_like(q)
+    for i in range(len(cu_q) - 1):
+        qs, qe, ks, ke = int(cu_q[i]), int(cu_q[i + 1]), int(cu_k[i]), int(cu_k[i + 1])
+        mask = torch.ones(qe - qs, ke - ks, dtype=torch.bool).tril(diagonal=(ke - ks) - (qe - qs))
+        out[qs:qe] = F.scaled_dot_product_attention(
+            q[qs:qe].transpose(0, 1), k[ks:ke].transpose(0, 1), v[ks:ke].transpose(0, 1),
+            attn_mask=mask, scale=scale, enable_gqa=enable_gqa,
+        ).transpose(0, 1)
+    return out
+
+
+def _packs(reranker, mixed_docs):
+    engine = reranker.engine
+    items = engine.prepare(QUERY, mixed_docs, instruction=INSTRUCTION).items
+    items += engine.prepare("other", mixed_docs[:4]).items
+    return engine.plan(items)
+
+
+def test_varlen_layout_matches_sdpa_path(qwen3_reranker, mixed_docs):
+    model = qwen3_reranker.backend.decoder_model
+    sdpa = PackedDecoder(model, attention="sdpa")
+    varlen = PackedDecoder(model, attention="varlen")
+    varlen._varlen = emulated_varlen
+    for pack in _packs(qwen3_reranker, mixed_docs):
+        layout = build_layout(pack, torch.device("cpu"))
+        assert layout.kv_index is not None  # prefixes are shared: the gathered runs are used
+        assert int(layout.cu_seq_q[-1]) == layout.num_tokens
+        torch.testing.assert_close(varlen.last_hidden(pack), sdpa.last_hidden(pack),
+                                   atol=1e-5, rtol=1e-5)
+
+
+def test_wrong_varlen_kernel_is_switched_off(qwen3_reranker, mixed_docs, monkeypatch):
+    model = qwen3_reranker.backend.decoder_model
+    decoder = PackedDecoder(model, attention="auto")
+    decoder._varlen = lambda q, *args, **kwargs: torch.zeros_like(q)  # a broken kernel
+    monkeypatch.setattr(decoder, "_use_varlen", lambda device, dtype: decoder._varlen is not None)
+    pack = _packs(qwen3_reranker, mixed_docs)[0]
+    expected = PackedDecoder(model, attention="sdpa").last_hidden(pack)
+    torch.testing.assert_close(decoder.last_hidden(pack), expected)  # checked: exact answer
+    assert decoder._varlen is None  # ... and the kernel is off from now on
+    torch.testing.assert_close(decoder.last_hidden(pack), expected)
+
+
+def test_layout_groups_equal_shapes():
+    from finerank.models.base import Pack, PackGroup
+
+    pack = Pack([PackGroup([1, 2, 3], [(0, [4, 5]), (1, [6, 7]), (2, [8])]),
+                 PackGroup([], [(3, [9, 9])])])
+    layout = build_layout(pack, torch.device("cpu"))
+    shapes = sorted((g.q_len, g.k_len, len(g.q_starts)) for g in layout.groups)
+    # prefix (3x3), two tails of 2 (2x5, batched), one tail of 1 (1x4), a lone sequence (2x2)
+    assert shapes == [(1, 4, 1), (2, 2, 1), (2, 5, 2), (3, 3, 1)]
+    assert layout.position_ids.tolist() == [0, 1, 2, 3, 4, 3, 4, 3, 0, 1]
+    assert layout.last_index.tolist() == [4, 6, 7, 9]
