@@ -68,6 +68,30 @@ class ScoreOutcome:
     prompt_tokens: int
 
 
+def load_reranker(settings: Settings) -> Reranker:
+    """Load the reranker ``settings`` describe (model, device, dtype and engine knobs).
+
+    Example:
+        >>> load_reranker(Settings(model="/models/Qwen3-Reranker-0.6B"))  # doctest: +SKIP
+        <finerank.reranker.Reranker object at ...>
+    """
+    from finerank.reranker import Reranker
+
+    if not settings.model:
+        raise InvalidInputError("no model: set Settings(model=...) or FINERANK_MODEL")
+    return Reranker.from_pretrained(
+        settings.model,
+        device=settings.device,
+        dtype=settings.dtype,
+        max_length=settings.max_length,
+        family=settings.family,
+        max_batch_tokens=settings.max_batch_tokens,
+        share_prefix=settings.share_prefix,
+        chunk_overlap=settings.chunk_overlap,
+        quantize=settings.quantize,
+    )
+
+
 class RerankService:
     """A reranker plus a batching worker, safe to call from many coroutines at once.
 
@@ -141,21 +165,9 @@ class RerankService:
             self._accepting = True
 
     def _load(self) -> Reranker:
-        from finerank.reranker import Reranker
-
         s = self.settings
         logger.info("loading model %s", s.model)
-        reranker = Reranker.from_pretrained(
-            s.model,  # type: ignore[arg-type]
-            device=s.device,
-            dtype=s.dtype,
-            max_length=s.max_length,
-            family=s.family,
-            max_batch_tokens=s.max_batch_tokens,
-            share_prefix=s.share_prefix,
-            chunk_overlap=s.chunk_overlap,
-            quantize=s.quantize,
-        )
+        reranker = load_reranker(s)
         logger.info(
             "loaded %s (%s) on %s in %.1fs",
             s.model,
@@ -285,8 +297,7 @@ class RerankService:
         limit = self.settings.max_documents_per_request
         if count > limit:
             raise LimitExceededError(
-                f"too many {what}: {count} > max_documents_per_request={limit}; split the "
-                "request",
+                f"too many {what}: {count} > max_documents_per_request={limit}; split the request",
                 limit_name="max_documents_per_request",
                 limit=limit,
                 value=count,

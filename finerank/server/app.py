@@ -352,12 +352,13 @@ async def _unless_disconnected(request: Request, metrics: ServerMetrics, work: A
 
 
 async def _wait_disconnect(request: Request) -> None:
-    # The body was read already, so the next message is the disconnect (servers send it only
-    # when the client goes away or after the response).
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
+    # The body was read already, so per the ASGI spec the next message is the disconnect (sent
+    # when the client goes away, or after the response).
+    message = await request.receive()
+    if message["type"] == "http.disconnect":
+        return
+    # A server that keeps sending other messages: stop watching rather than spin.
+    await asyncio.Event().wait()
 
 
 def _rerank_result(result: ScoreResult, documents: list[str], include: bool) -> RerankResult:

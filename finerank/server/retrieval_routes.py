@@ -125,8 +125,15 @@ class RetrievalState:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, lambda: func(*args, **kwargs))
 
-    async def start(self) -> None:
+    async def start(self, app: FastAPI | None = None) -> None:
         async def load() -> None:
+            # Load after the reranker: transformers' lazy imports are not thread-safe, and
+            # two models loading at once would also double the peak memory.
+            service = getattr(getattr(app, "state", None), "service", None)
+            while service is not None and not (
+                service.ready or getattr(app.state, "load_error", None) is not None
+            ):
+                await asyncio.sleep(0.05)
             try:
                 await asyncio.get_running_loop().run_in_executor(self.executor, self.load)
             except Exception as exc:  # noqa: BLE001 - reported by every retrieval route
@@ -225,7 +232,7 @@ def build_router(settings: Settings) -> APIRouter:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = RetrievalState(settings)
         app.state.retrieval = state
-        await state.start()
+        await state.start(app)
         try:
             yield
         finally:

@@ -58,6 +58,16 @@ def gated(qwen3_reranker) -> tuple[Reranker, GatedEngine]:
     return reranker, engine
 
 
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text -> {sample name with labels: value}."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            out[key] = float(value)
+    return out
+
+
 def tiny_settings(model_dir, **overrides) -> Settings:
     values = dict(model=str(model_dir), served_model_name="tiny", device="cpu", dtype="float32")
     values.update(overrides)

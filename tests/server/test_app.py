@@ -12,7 +12,7 @@ from fastapi import APIRouter
 
 from finerank.server.app import create_app
 from finerank.service import RerankService
-from tests.server.conftest import asgi_client, tiny_settings
+from tests.server.conftest import asgi_client, parse_metrics, tiny_settings
 
 QUERY = "Which city is the capital of France?"
 DOCS = ["Paris is the capital of France.", "Bananas are yellow.", "France borders Spain."]
@@ -308,7 +308,7 @@ async def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(
             got = [(r["index"], round(r["relevance_score"], 6)) for r in response.json()["results"]]
             assert got == expected[query]
         metrics = (await c.get("/metrics")).text
-    samples = _samples(metrics)
+    samples = parse_metrics(metrics)
     assert samples['finerank_requests_total{route="/v1/rerank",status="200"}'] == 50
     # Some forward pass merged several requests.
     assert samples["finerank_batch_requests_sum"] > samples["finerank_batch_requests_count"]
@@ -326,15 +326,6 @@ async def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(
 
 def _pairs(results):
     return [(r.index, round(r.score, 6)) for r in results]
-
-
-def _samples(text: str) -> dict[str, float]:
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            out[key] = float(value)
-    return out
 
 
 # ---- extension hooks ------------------------------------------------------------------------

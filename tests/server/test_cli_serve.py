@@ -17,6 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.server.conftest import parse_metrics
+
 QUERY = "Which city is the capital of France?"
 DOCS = ["Paris is the capital of France.", "Bananas are yellow.", "France borders Spain."]
 READY = re.compile(r"finerank ready: serving '([^']+)' on (http://127\.0\.0\.1:\d+)")
@@ -65,13 +67,7 @@ class Server:
             raise AssertionError("server never became ready:\n" + "\n".join(self.lines[-20:]))
 
     def metrics(self) -> dict[str, float]:
-        text = httpx.get(self.url + "/metrics", timeout=30).text
-        out = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                key, _, value = line.rpartition(" ")
-                out[key] = float(value)
-        return out
+        return parse_metrics(httpx.get(self.url + "/metrics", timeout=30).text)
 
     def wait_metric(self, name: str, at_least: float, timeout: float = 60) -> float:
         deadline = time.monotonic() + timeout
