@@ -50,3 +50,14 @@ def test_eval_errors_are_one_line(small_beir, tmp_path):
     assert split.exit_code == 2 and "available splits: test" in split.output
     mode = runner.invoke(app, ["eval", "--dataset", str(small_beir), "--first-stage", "dense"])
     assert mode.exit_code == 2 and "--embedding-model" in mode.output
+
+
+def test_eval_dense_first_stage_with_minilm(small_beir, minilm_model_dir):
+    result = runner.invoke(app, ["eval", "--dataset", str(small_beir), "--first-stage", "hybrid",
+                                 "--embedding-model", str(minilm_model_dir), "--device", "cpu",
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["settings"]["first_stage"] == "hybrid"
+    tops = {row["query_id"]: row["first_stage_top"] for row in payload["per_query"]}
+    assert tops["q1"][0] in {"d1", "d4"} and tops["q2"][0] == "d2" and tops["q3"][0] == "d6"
