@@ -37,7 +37,7 @@ def make_pairs(seed: int, queries: int, max_docs: int, *, instructions: bool = F
             row = {
                 "id": f"q{q}-d{d}",
                 "query": query,
-                "document": " ".join(rng.choices(WORDS, k=rng.randint(1, 80))),
+                "document": " ".join(rng.choices(WORDS, k=rng.randint(1, 50))),
             }
             if instructions:
                 row["instruction"] = instruction

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -12,8 +10,9 @@ from finerank.retrieval.chunkers import get_chunker
 from finerank.retrieval.ingest import ingest
 from finerank.retrieval.store import DENSE, SPARSE, VectorStore
 
-LAW_FILES = ("cybersecurity_law_2016.md", "data_security_law_2021.md",
-             "cybersecurity_law_2025_pages.jsonl")
+# Small on purpose: the tiny embedder runs at a few chunks/s on the shared 2-core test machine.
+LAW_EXCERPTS = {"data_security_law_2021.md": 2500, "cybersecurity_law_2016.md": 2000,
+                "cybersecurity_law_2025_pages.jsonl": None}
 
 
 def snapshot(data_dir, collection: str) -> tuple[dict, dict]:
@@ -50,8 +49,13 @@ def test_batch_index_builds_the_same_collection_as_index(
 ):
     corpus = tmp_path / "laws"
     corpus.mkdir()
-    for name in LAW_FILES:
-        shutil.copy(shared_data / "laws" / name, corpus / name)
+    for name, chars in LAW_EXCERPTS.items():
+        if chars is None:  # JSONL pages of one law, joined into one document by the loader
+            lines = (shared_data / "laws" / name).read_text(encoding="utf-8").splitlines()
+            (corpus / name).write_text("\n".join(lines[:2]) + "\n", encoding="utf-8")
+        else:
+            text = (shared_data / "laws" / name).read_text(encoding="utf-8")[:chars]
+            (corpus / name).write_text(text, encoding="utf-8")
     (corpus / "empty.txt").write_text("")
     chunker = get_chunker("legal")
 
@@ -80,7 +84,7 @@ def test_batch_index_builds_the_same_collection_as_index(
 
     reference = single_process()
     out = batch()
-    assert reference.added > 100 and f"{reference.added} added" in out
+    assert reference.added > 20 and f"{reference.added} added" in out
     assert f"{reference.files} files, {reference.documents} documents" in out
     assert_same_collection(snapshot(tmp_path / "ray", "laws"),
                            snapshot(tmp_path / "single", "laws"))

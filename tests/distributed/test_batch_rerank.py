@@ -121,7 +121,7 @@ def test_interrupted_job_resumes_and_equals_in_process_scores(
     ray_cluster, tmp_path, qwen3_reranker_dir, qwen3_reranker
 ):
     """Job 1 is interrupted after its first part; job 2 (the CLI) finishes the rest."""
-    rows = make_pairs(3, queries=24, max_docs=10, instructions=True)
+    rows = make_pairs(3, queries=12, max_docs=8, instructions=True)
     source = tmp_path / "pairs.parquet"
     pq.write_table(pa.Table.from_pylist(rows), source)
     out = tmp_path / "out"
@@ -134,7 +134,7 @@ def test_interrupted_job_resumes_and_equals_in_process_scores(
         raise Interrupted
 
     with pytest.raises(Interrupted):
-        batch_rerank(source, out, settings, part_size=30, batch_size=16,
+        batch_rerank(source, out, settings, part_size=15, batch_size=16,
                      progress=stop_after_first_part)
     written = sorted(out.glob("part-*.parquet"))
     assert len(written) == 1 and not (out / SUCCESS_FILE).exists()
@@ -146,7 +146,7 @@ def test_interrupted_job_resumes_and_equals_in_process_scores(
 
     result = CliRunner().invoke(app, [
         "batch", "rerank", str(source), str(out), "--model", str(qwen3_reranker_dir),
-        "--device", "cpu", "--dtype", "float32", "--part-size", "30", "--batch-size", "16",
+        "--device", "cpu", "--dtype", "float32", "--part-size", "15", "--batch-size", "16",
         "--json",
     ])
     assert result.exit_code == 0, result.output

@@ -28,7 +28,7 @@ CALLS = [
     ("POST", "/rerank", {"query": "workers", "texts": TEXTS, "raw_scores": True,
                          "return_text": True}),
     ("POST", "/v1/score", {"model": "tiny", "text_1": "contract", "text_2": TEXTS}),
-    ("POST", "/v1/rerank", {"query": "long", "documents": [" ".join(TEXTS) * 20],
+    ("POST", "/v1/rerank", {"query": "long", "documents": [" ".join(TEXTS) * 4],
                             "long_document": "chunk", "max_tokens_per_doc": 40}),
     ("GET", "/health", None),
     ("POST", "/v1/rerank", {"query": "no documents"}),  # 422 naming the field
