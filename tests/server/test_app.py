@@ -387,3 +387,18 @@ def test_ui_hook_receives_app_service_and_settings(make_app, monkeypatch):
     app = make_app(ui=True)
     assert calls == [(app, app.state.service, app.state.settings)]
     assert isinstance(calls[0][1], RerankService) and calls[0][2].ui
+
+
+# ---- edge cases and other model families ----------------------------------------------------
+async def test_empty_document_list_is_an_empty_answer(client):
+    body = (await client.post("/v1/rerank", json={"query": QUERY, "documents": []})).json()
+    assert body["results"] == [] and body["usage"]["prompt_tokens"] == 0
+    tei = await client.post("/rerank", json={"query": QUERY, "texts": []})
+    assert tei.json() == []
+
+
+async def test_seq_cls_cross_encoder_is_served_with_the_same_scores(make_app, bert_reranker):
+    async with asgi_client(make_app(reranker=bert_reranker)) as c:
+        body = (await c.post("/v2/rerank", json={"query": QUERY, "documents": DOCS})).json()
+    want = [(r.index, r.score, r.logit) for r in bert_reranker.rerank(QUERY, DOCS)]
+    _assert_ranking([(r["index"], r["relevance_score"]) for r in body["results"]], want)
