@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -68,7 +68,13 @@ def eval_command(
         "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
         TimeRemainingColumn(), console=err, transient=True,
     ) as bar:
-        task = bar.add_task("reranking", total=len(data.queries))
+        tasks: dict[str, Any] = {}
+
+        def show(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done)
+
         report = evaluate_dataset(
             data,
             stage,
@@ -77,7 +83,7 @@ def eval_command(
             rerank_k=rerank_k,
             instruction=instruction,
             settings={"model": model, "embedding_model": embedding_model},
-            progress=lambda done, total: bar.update(task, completed=done),
+            progress=show,
         )
     if output is not None:
         json_path, md_path = report.write(output)

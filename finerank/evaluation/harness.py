@@ -26,6 +26,7 @@ from finerank.evaluation.first_stage import FirstStage, Ranking
 
 METRICS = ("ndcg@10", "mrr@10", "recall@10", "recall@100", "map")
 TOP_IDS = 10  # doc ids kept per query and stage in the per-query rows
+SEARCH_BATCH = 16  # queries per first-stage call (progress granularity)
 
 
 class SupportsRerank(Protocol):
@@ -176,10 +177,11 @@ def evaluate_dataset(
     rerank_k: int = 100,
     instruction: str | None = None,
     settings: dict[str, Any] | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> EvalReport:
     """Index the corpus, retrieve ``recall_k`` per query, optionally rerank the top
-    ``rerank_k``, and score both rankings. ``progress(done, total)`` is called per query."""
+    ``rerank_k``, and score both rankings. ``progress(stage, done, total)`` reports the
+    ``"first stage"`` and ``"reranking"`` stages query by query."""
     import time
 
     if recall_k < 1 or rerank_k < 1:
@@ -189,7 +191,13 @@ def evaluate_dataset(
     first_stage.index(dataset.corpus)
     seconds["index"] = time.perf_counter() - started
     started = time.perf_counter()
-    retrieved: dict[str, Ranking] = first_stage.search(dataset.queries, recall_k)
+    retrieved: dict[str, Ranking] = {}
+    query_items = list(dataset.queries.items())
+    for first in range(0, len(query_items), SEARCH_BATCH):
+        batch = dict(query_items[first : first + SEARCH_BATCH])
+        retrieved.update(first_stage.search(batch, recall_k))
+        if progress is not None:
+            progress("first stage", len(retrieved), len(query_items))
     seconds["first_stage"] = time.perf_counter() - started
     base_ids = {q: [doc_id for doc_id, _ in retrieved.get(q, [])] for q in dataset.queries}
 
@@ -209,7 +217,7 @@ def evaluate_dataset(
                 order = [head[result.index] for result in results]
             reranked_ids[query_id] = order + tail
             if progress is not None:
-                progress(done, total)
+                progress("reranking", done, total)
         seconds["rerank"] = time.perf_counter() - started
 
     base_mean, base_per_query = compute_metrics(dataset.qrels, base_ids)
