@@ -102,6 +102,8 @@ def create_app(
         loader = None
         if owns_service and service.reranker is not None:
             service.start()  # model already in memory: ready before the first request
+            if on_ready is not None:
+                on_ready()
         elif owns_service:
             loader = asyncio.create_task(_load(app))
         try:
