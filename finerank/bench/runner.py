@@ -358,6 +358,10 @@ class _Bench:
 
     def phase_memory(self, reranker, source: str, dtype: str) -> None:
         query, instruction = self.seed[0], self.seed[1]
+        # page every weight in first: on CPU the measure is process RSS, and weights mapped
+        # from the safetensors file would otherwise count as growth
+        reranker.rerank(query, synthetic_documents(reranker.backend.tokenizer, source, 64, 1),
+                        instruction=instruction)
         points = []
         for length in self.config.memory_lengths:
             docs = synthetic_documents(reranker.backend.tokenizer, source, length, 1)
