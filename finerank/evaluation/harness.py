@@ -18,22 +18,18 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from finerank.errors import InvalidInputError
 from finerank.evaluation.dataset import BeirDataset
 from finerank.evaluation.first_stage import FirstStage, Ranking
 
+if TYPE_CHECKING:
+    from finerank.retrieval.search import SupportsRerank
+
 METRICS = ("ndcg@10", "mrr@10", "recall@10", "recall@100", "map")
 TOP_IDS = 10  # doc ids kept per query and stage in the per-query rows
 SEARCH_BATCH = 16  # queries per first-stage call (progress granularity)
-
-
-class SupportsRerank(Protocol):
-    """A :class:`finerank.Reranker` or anything with its ``rerank`` signature."""
-
-    def rerank(self, query: str, documents: Sequence[str], *, instruction: str | None = None,
-               top_n: int | None = None) -> list: ...
 
 
 @dataclass
