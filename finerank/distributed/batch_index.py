@@ -34,7 +34,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from finerank.distributed.cluster import ensure_ray, import_ray
+from finerank.distributed.cluster import absolute_paths, ensure_ray, import_ray
 from finerank.errors import InvalidInputError
 from finerank.retrieval.chunkers import Chunker
 from finerank.retrieval.ingest import ChunkRecord, IngestReport
@@ -187,6 +187,7 @@ def batch_index(
         raise InvalidInputError("batch_size and actors must be at least 1")
     if gpus_per_actor > 0 and settings.device == "auto":
         settings = settings.model_copy(update={"device": "cuda"})
+    settings = absolute_paths(settings)
     files = iter_files(paths)
     store = VectorStore.from_settings(settings)  # fails early on a locked local directory
     workers: list[Any] = []

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from finerank.distributed.cluster import ensure_ray, import_ray
+from finerank.distributed.cluster import absolute_paths, ensure_ray, import_ray
 from finerank.errors import ConflictError, InvalidInputError
 from finerank.settings import Settings
 
@@ -354,7 +354,7 @@ def part_path(out: Path, part: int) -> Path:
 
 
 def _fingerprint(path: Path) -> list[list[Any]]:
-    return [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in _input_files(path)]
+    return [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in _input_files(path)]
 
 
 def _job_description(
@@ -485,6 +485,7 @@ def batch_rerank(
         raise InvalidInputError("no model: pass --model DIR (or set FINERANK_MODEL)")
     if gpus_per_actor > 0 and settings.device == "auto":
         settings = settings.model_copy(update={"device": "cuda"})
+    settings = absolute_paths(settings)
     path, out = Path(input_path), Path(output_dir)
     table = read_pairs(path)
     plan = plan_parts(table, part_size)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from types import ModuleType
 
 from finerank.errors import FinerankError
+from finerank.settings import Settings
 
 
 def import_ray() -> ModuleType:
@@ -45,3 +47,19 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> No
             f"could not connect to the Ray cluster at {address!r} ({exc}); start it with "
             "`ray start --head` on the head node and pass its address (host:6379)"
         ) from exc
+
+
+def absolute_paths(settings: Settings) -> Settings:
+    """Settings whose local model directories are absolute: Ray workers do not share the
+    driver's working directory, so ``--model ./model`` must name the same place there.
+
+    Example:
+        >>> absolute_paths(Settings(model="Qwen/Qwen3-Reranker-0.6B")).model  # hub ids stay
+        'Qwen/Qwen3-Reranker-0.6B'
+    """
+    update = {}
+    for name in ("model", "embedding_model"):
+        value = getattr(settings, name)
+        if value and not value.startswith(("http://", "https://")) and Path(value).exists():
+            update[name] = str(Path(value).resolve())
+    return settings.model_copy(update=update) if update else settings

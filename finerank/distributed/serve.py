@@ -22,6 +22,7 @@ from typing import Any
 
 from ray import serve
 
+from finerank.distributed.cluster import absolute_paths
 from finerank.errors import InvalidInputError
 from finerank.settings import Settings
 
@@ -127,6 +128,10 @@ def build_application(
         )
     if gpus_per_replica > 0 and settings.device == "auto":
         settings = settings.model_copy(update={"device": "cuda"})
+    # Keep the name clients send ("tiny" for --model ./tiny) while the path becomes absolute.
+    settings = absolute_paths(settings.model_copy(
+        update={"served_model_name": settings.public_model_name}
+    ))
     deployment = serve.deployment(
         FinerankReplica,
         name="finerank",

@@ -89,6 +89,12 @@ def test_bad_inputs_say_what_to_fix(tmp_path):
     with pytest.raises(FileNotFoundError):
         read_pairs(tmp_path / "missing.parquet")
 
+    from finerank.cli import app
+
+    result = CliRunner().invoke(app, ["batch", "rerank", str(tmp_path / "a.jsonl"),
+                                      str(tmp_path / "out"), "--model", "unused"])
+    assert result.exit_code == 2 and "missing column(s) document" in result.output
+
 
 def test_one_failing_pair_costs_one_error_row(qwen3_reranker_dir, qwen3_reranker, monkeypatch):
     settings = Settings(model=str(qwen3_reranker_dir), device="cpu", dtype="float32")
