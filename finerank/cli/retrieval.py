@@ -210,19 +210,19 @@ def _print_hits(response, *, reranked: bool) -> None:
 
     table = Table(title=f"{response.mode}: {response.candidates} candidates, "
                         f"{response.reranked} reranked")
-    table.add_column("#", justify="right")
-    table.add_column("1st", justify="right")
-    table.add_column("1st score", justify="right")
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("1st", justify="right", no_wrap=True)
+    table.add_column("1st score", justify="right", no_wrap=True)
     if reranked:
-        table.add_column("rerank", justify="right")
-    table.add_column("where")
-    table.add_column("text")
+        table.add_column("rerank", justify="right", no_wrap=True)
+    table.add_column("where", no_wrap=True)
+    table.add_column("text", no_wrap=True, overflow="ellipsis", max_width=40)
     for position, hit in enumerate(response.hits, start=1):
         text = " ".join(hit.text.split())
         row = [str(position), str(hit.first_stage_rank), f"{hit.first_stage_score:.4f}"]
         if reranked:
             row.append("-" if hit.rerank_score is None else f"{hit.rerank_score:.4f}")
-        row += [_label(hit), text[:80] + ("…" if len(text) > 80 else "")]
+        row += [_label(hit), text]
         table.add_row(*row)
     Console().print(table)
 

@@ -109,21 +109,48 @@ class SearchService:
         ``bm25`` needs no embedder. ``instruction`` goes into the query embedding (Qwen3
         embedders use it; others ignore it).
         """
-        if not isinstance(query, str) or not query.strip():
-            raise InvalidInputError("query must be a non-empty string")
+        return self.recall_batch(collection, [query], mode=mode, recall_k=recall_k,
+                                 filters=filters, instruction=instruction)[0]
+
+    def recall_batch(
+        self,
+        collection: str,
+        queries: Sequence[str],
+        *,
+        mode: Mode = "hybrid",
+        recall_k: int = 100,
+        filters: Mapping[str, Any] | None = None,
+        instruction: str | None = None,
+    ) -> list[list[StoredHit]]:
+        """:meth:`recall` for many queries, embedded in one batch (evaluation runs).
+
+        Example:
+            >>> runs = service.recall_batch("cranfield", ["shock", "flutter"])  # doctest: +SKIP
+            >>> [len(hits) for hits in runs]  # doctest: +SKIP
+            [100, 100]
+        """
+        if isinstance(queries, str):
+            raise TypeError("queries must be a list of strings, not one string")
+        for index, query in enumerate(queries):
+            if not isinstance(query, str) or not query.strip():
+                raise InvalidInputError(f"queries[{index}] must be a non-empty string")
         if mode not in MODES:
             raise InvalidInputError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
         _check_positive("recall_k", recall_k)
         spec = self.spec(collection)
-        dense = None
-        if mode in ("dense", "hybrid"):
-            dense = self._query_vector(collection, spec, query, instruction)
-        sparse = Bm25Encoder.query_vector(query) if mode in ("bm25", "hybrid") else None
-        return self.store.query(collection, mode=mode, limit=recall_k, sparse=sparse,
-                                dense=dense, filters=filters)
+        dense: Sequence[Any] = [None] * len(queries)
+        if mode in ("dense", "hybrid") and queries:
+            dense = self._query_vectors(collection, spec, list(queries), instruction)
+        return [
+            self.store.query(
+                collection, mode=mode, limit=recall_k, dense=vector, filters=filters,
+                sparse=Bm25Encoder.query_vector(query) if mode in ("bm25", "hybrid") else None,
+            )
+            for query, vector in zip(queries, dense, strict=True)
+        ]
 
-    def _query_vector(self, collection: str, spec: CollectionSpec, query: str,
-                      instruction: str | None):
+    def _query_vectors(self, collection: str, spec: CollectionSpec, queries: list[str],
+                       instruction: str | None):
         if spec.embedding_model is None:
             raise InvalidInputError(
                 f"collection {collection!r} has no dense vectors (built without an embedding "
@@ -140,7 +167,7 @@ class SearchService:
                 f"{spec.embedding_model!r} (dimension {spec.dimension}); the query model is "
                 f"{self.embedder.name!r} (dimension {self.embedder.dimension})"
             )
-        return self.embedder.embed_queries([query], instruction=instruction)[0]
+        return self.embedder.embed_queries(queries, instruction=instruction)
 
     def search(
         self,

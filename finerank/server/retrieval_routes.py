@@ -26,6 +26,7 @@ import base64
 import contextlib
 import hashlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, TypeVar
@@ -276,7 +277,9 @@ def build_router(settings: Settings) -> APIRouter:
             # the served reranker batches these pairs with every other request's
             limit = min(body.rerank_k or len(response.hits), len(response.hits))
             texts = [rerank_text(hit) for hit in response.hits[:limit]]
+            started = time.perf_counter()
             outcome = await service.rerank(body.query, texts, instruction=body.instruction)
+            response.timings_ms["rerank"] = round((time.perf_counter() - started) * 1000, 2)
             response.hits = apply_rerank(response.hits, outcome.results, limit)
             response.reranked = limit
         response.hits = response.hits[: body.top_n]

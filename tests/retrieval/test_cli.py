@@ -17,10 +17,10 @@ def law_file(shared_data):
     return shared_data / "laws" / "cybersecurity_law_2016.md"
 
 
-def _run(*args: str):
-    """Exit code and stdout (errors: stdout + stderr, where the red line goes)."""
+def _run(*args: str, stderr: bool = False):
+    """Exit code and stdout; with ``stderr`` (and for errors) stdout + stderr."""
     result = runner.invoke(app, list(args))
-    return result.exit_code, result.stdout if result.exit_code == 0 else result.output
+    return result.exit_code, result.output if stderr or result.exit_code else result.stdout
 
 
 def test_index_search_list_delete(tmp_path, law_file, qwen3_embedding_dir, qwen3_reranker_dir):
@@ -73,7 +73,8 @@ def test_cli_errors(tmp_path, law_file):
     code, out = _run("index", str(law_file), "--collection", "c", "--chunker", "legal",
                      "--max-tokens", "10", "--data-dir", data)
     assert code == 2 and "does not apply to legal" in out
-    code, out = _run("index", str(law_file), "--collection", "c", "--data-dir", data, "-q")
+    code, out = _run("index", str(law_file), "--collection", "c", "--data-dir", data, "-q",
+                     stderr=True)
     assert code == 0 and "BM25 only" in out
     code, out = _run("search", "x", "--collection", "c", "--mode", "dense", "--data-dir", data)
     assert code == 2 and "needs --embedding-model" in out

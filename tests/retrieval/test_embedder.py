@@ -114,14 +114,8 @@ def test_bad_inputs_are_clear_errors(qwen3_embedder):
         Embedder.from_pretrained("/no/such/embedding-model")
 
 
-@pytest.fixture(scope="session")
-def minilm(minilm_model_dir) -> SentenceTransformerEmbedder:
-    embedder = Embedder.from_pretrained(minilm_model_dir, device="cpu")
-    assert isinstance(embedder, SentenceTransformerEmbedder)
-    return embedder
-
-
 def test_minilm_is_normalised_and_semantic(minilm):
+    assert isinstance(minilm, SentenceTransformerEmbedder)
     vectors = minilm.embed_documents(
         ["A cat sits on the mat.", "A kitten is resting on a rug.", "Stock markets fell today."]
     )

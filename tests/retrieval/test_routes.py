@@ -37,10 +37,8 @@ def client(tmp_path_factory, qwen3_reranker_dir, qwen3_embedding_dir, qwen3_rera
         yield test_client
 
 
-def test_embeddings_openai_format(client, qwen3_embedding_dir):
-    from finerank.retrieval.embedder import Embedder
-
-    reference = Embedder.from_pretrained(qwen3_embedding_dir, device="cpu", dtype="float32")
+def test_embeddings_openai_format(client, qwen3_embedder):
+    reference = qwen3_embedder
     texts = ["hello world", "网络安全法"]
     response = client.post("/v1/embeddings", json={"input": texts, "model": "m"})
     assert response.status_code == 404 and "not served" in response.json()["error"]["message"]
@@ -64,12 +62,12 @@ def test_embeddings_openai_format(client, qwen3_embedding_dir):
     np.testing.assert_allclose(query["data"][0]["embedding"], expected, atol=1e-6)
 
 
-def test_remote_embedder_against_the_server(client, qwen3_embedding_dir):
+def test_remote_embedder_against_the_server(client, qwen3_embedder):
     """RemoteEmbedder speaks the OpenAI format; a Qwen3 query prompt sent as plain text gives
     the same vector as a local query embedding."""
-    from finerank.retrieval.embedder import Embedder, RemoteEmbedder
+    from finerank.retrieval.embedder import RemoteEmbedder
 
-    local = Embedder.from_pretrained(qwen3_embedding_dir, device="cpu", dtype="float32")
+    local = qwen3_embedder
     remote = RemoteEmbedder("http://testserver/v1/", http_client=client, batch_size=2)
     assert remote.dimension == 64
     texts = ["a", "bb", "网络", "d", "e"]  # three requests of at most two texts
