@@ -85,11 +85,14 @@ def test_ray_serve_answers_like_the_in_process_server(ray_cluster, qwen3_reranke
                                                       qwen3_reranker):
     from ray import serve
 
-    from finerank.distributed.serve import build_application, free_port, start
+    from finerank.distributed.serve import Scaling, build_application, free_port, start
 
     settings = Settings(model=str(qwen3_reranker_dir), served_model_name="tiny", device="cpu",
                         dtype="float32", port=free_port())
-    application = build_application(settings, replicas=2, cpus_per_replica=0.5)
+    # Autoscaling from 2 (to 3) replicas: two replicas serve, through the autoscaling config.
+    # (Fixed --replicas N is the same deployment with num_replicas; see test_scaling_flags.)
+    application = build_application(settings, scaling=Scaling.parse(None, "2:3"),
+                                    cpus_per_replica=0.5)
     try:
         url = start(application, settings)
         replicas = serve.status().applications["finerank"].deployments["finerank"]
