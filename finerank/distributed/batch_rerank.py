@@ -208,25 +208,6 @@ def plan_parts(table: pa.Table, part_size: int) -> _Plan:
 # ---------------------------------------------------------------------------------------------
 # The actor: one model, scores batches of rows
 # ---------------------------------------------------------------------------------------------
-def load_reranker(settings: Settings):
-    """Load the reranker that ``settings`` describe (model, device, dtype, engine knobs)."""
-    from finerank import Reranker
-
-    if not settings.model:
-        raise InvalidInputError("no model: pass --model DIR (or set FINERANK_MODEL)")
-    return Reranker.from_pretrained(
-        settings.model,
-        device=settings.device,
-        dtype=settings.dtype,
-        max_length=settings.max_length,
-        family=settings.family,
-        max_batch_tokens=settings.max_batch_tokens,
-        share_prefix=settings.share_prefix,
-        chunk_overlap=settings.chunk_overlap,
-        quantize=settings.quantize,
-    )
-
-
 class PairScorer:
     """Ray Data callable class: loads the model once, scores ``pyarrow`` batches.
 
@@ -242,7 +223,11 @@ class PairScorer:
         self.settings = settings
         self.max_tokens_per_doc = max_tokens_per_doc
         # ``reranker``: an already loaded model (in-process use); Ray actors load their own.
-        self.reranker = reranker if reranker is not None else load_reranker(settings)
+        if reranker is None:
+            from finerank.service import load_reranker
+
+            reranker = load_reranker(settings)
+        self.reranker = reranker
 
     def _score_groups(self, groups: Sequence[tuple[str, str | None, list[str]]]) -> list[float]:
         engine = self.reranker.engine

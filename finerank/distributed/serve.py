@@ -83,8 +83,7 @@ class FinerankReplica:
     """One Serve replica: a loaded model, its batching service and the finerank FastAPI app."""
 
     def __init__(self, settings: Settings):
-        from finerank.distributed.batch_rerank import load_reranker
-        from finerank.service import RerankService
+        from finerank.service import RerankService, load_reranker
 
         self.settings = settings
         # Loading here (not in the app's background lifespan task) makes the replica count
