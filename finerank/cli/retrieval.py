@@ -6,8 +6,10 @@ server with ``--qdrant-url``). Flags override ``FINERANK_*`` settings.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -39,10 +41,16 @@ def _settings(**values):
     return Settings(**{key: value for key, value in values.items() if value is not None})
 
 
-def _store(settings):
+@contextlib.contextmanager
+def _open_store(settings) -> Iterator:
+    """The configured Qdrant, closed afterwards (embedded mode releases its directory lock)."""
     from finerank.retrieval.store import VectorStore
 
-    return VectorStore.from_settings(settings)
+    store = VectorStore.from_settings(settings)
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def _load_embedder(source: str, settings):
@@ -97,12 +105,9 @@ def index_command(
     embedder = None
     if settings.embedding_model:
         embedder = _load_embedder(settings.embedding_model, settings)
-    store = _store(settings)
-    try:
+    with _open_store(settings) as store:
         report = ingest(paths, store=store, collection=collection, chunker=chunker_obj,
                         embedder=embedder, batch_size=batch_size, progress=not quiet)
-    finally:
-        store.close()
     typer.echo(f"{collection}: {report.summary()}")
     if report.empty_files:
         typer.secho(f"{len(report.empty_files)} files gave no chunks (e.g. "
@@ -158,8 +163,7 @@ def search_command(
     settings = _settings(model=model, embedding_model=embedding_model, device=device,
                          data_dir=data_dir, qdrant_url=qdrant_url, qdrant_api_key=qdrant_api_key)
     filters = _parse_filters(filter_)
-    store = _store(settings)
-    try:
+    with _open_store(settings) as store:
         spec = store.info(collection).spec
         mode = mode or ("hybrid" if spec.dimension else "bm25")
         embedder = None
@@ -180,8 +184,6 @@ def search_command(
         response = service.search(collection, query, mode=mode, recall_k=recall_k,  # type: ignore[arg-type]
                                   rerank_k=rerank_k, top_n=top_n, filters=filters or None,
                                   instruction=instruction)
-    finally:
-        store.close()
     if as_json:
         typer.echo(json.dumps(response.to_dict(), ensure_ascii=False, indent=2))
         return
@@ -237,13 +239,8 @@ def collections_list(
 ) -> None:
     """Collections with their size, embedding model and chunker."""
     settings = _settings(data_dir=data_dir, qdrant_url=qdrant_url, qdrant_api_key=qdrant_api_key)
-    store = _store(settings)
-    try:
-        infos = store.list_collections()
-    finally:
-        store.close()
-    rows = [{"name": i.name, "points": i.points, "embedding_model": i.spec.embedding_model,
-             "dimension": i.spec.dimension, "chunker": i.spec.chunker} for i in infos]
+    with _open_store(settings) as store:
+        rows = [info.to_dict() for info in store.list_collections()]
     if as_json:
         typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
@@ -264,9 +261,6 @@ def collections_delete(
 ) -> None:
     """Delete a collection and all its chunks."""
     settings = _settings(data_dir=data_dir, qdrant_url=qdrant_url, qdrant_api_key=qdrant_api_key)
-    store = _store(settings)
-    try:
+    with _open_store(settings) as store:
         store.delete(name)
-    finally:
-        store.close()
     typer.echo(f"deleted {name}")

@@ -110,6 +110,12 @@ class CollectionInfo:
     spec: CollectionSpec
     points: int
 
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape the CLI and the HTTP API print."""
+        return {"name": self.name, "points": self.points,
+                "embedding_model": self.spec.embedding_model, "dimension": self.spec.dimension,
+                "chunker": self.spec.chunker}
+
 
 @dataclass
 class StoredPoint:

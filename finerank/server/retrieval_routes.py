@@ -214,17 +214,6 @@ def _documents(body: DocumentsRequest):
     return documents
 
 
-def _collection_dict(info) -> dict[str, Any]:
-    spec = info.spec
-    return {
-        "name": info.name,
-        "points": info.points,
-        "embedding_model": spec.embedding_model,
-        "dimension": spec.dimension,
-        "chunker": spec.chunker,
-    }
-
-
 # ---- router ---------------------------------------------------------------------------------
 def build_router(settings: Settings) -> APIRouter:
     """Routes for embeddings, search and collections; the state loads in the lifespan."""
@@ -325,12 +314,12 @@ def build_router(settings: Settings) -> APIRouter:
     async def list_collections(request: Request) -> dict[str, Any]:
         state = _state(request)
         infos = await state.run(lambda: state.store.list_collections())
-        return {"collections": [_collection_dict(info) for info in infos]}
+        return {"collections": [info.to_dict() for info in infos]}
 
     @router.get("/v1/collections/{name}")
     async def get_collection(request: Request, name: str) -> dict[str, Any]:
         state = _state(request)
-        return _collection_dict(await state.run(lambda: state.store.info(name)))
+        return (await state.run(lambda: state.store.info(name))).to_dict()
 
     @router.delete("/v1/collections/{name}")
     async def delete_collection(request: Request, name: str) -> dict[str, Any]:
