@@ -164,7 +164,7 @@ def search_command(
                          data_dir=data_dir, qdrant_url=qdrant_url, qdrant_api_key=qdrant_api_key)
     filters = _parse_filters(filter_)
     with _open_store(settings) as store:
-        spec = store.info(collection).spec
+        spec = store.spec(collection)
         mode = mode or ("hybrid" if spec.dimension else "bm25")
         embedder = None
         if mode != "bm25":

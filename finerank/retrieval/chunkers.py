@@ -337,7 +337,8 @@ class LegalChunker:
     such as "依照本法第二十一条规定" even when a line wrap puts them first on a line. The law name
     is ``metadata["law"]`` / ``metadata["title"]`` or the first line of the document. An article
     longer than ``max_chars`` is split between paragraphs (``metadata["part"]`` counts from 1).
-    A document without articles gives no chunks.
+    A document without article headings is one article when its metadata says which
+    (``article_no``, as in per-article JSONL), else it gives no chunks.
     """
 
     name = "legal"
@@ -357,6 +358,8 @@ class LegalChunker:
             first = next((ln for ln in text.splitlines() if ln.strip()), "")
             law = first.strip().lstrip("#").strip()[:60]
         articles = self._article_spans(text)
+        if not articles and isinstance(document.metadata.get("article_no"), int):
+            return self._prechunked(document, law)
         headings = sorted(
             (m.start(), m.group(2), _heading_name(m)) for m in _HEADING_LINE.finditer(text)
         )
@@ -379,6 +382,19 @@ class LegalChunker:
                 chunks.append(Chunk("\n".join(p for _, _, p in group), group[0][0],
                                     group[-1][1], context, part_meta))
         return chunks
+
+    def _prechunked(self, document: Document, law: str) -> list[Chunk]:
+        meta = document.metadata
+        span = _trim(document.text, 0, len(document.text))
+        if span is None:
+            return []
+        metadata = {**meta, "law": law}
+        context = " ".join(str(meta[k]) for k in ("chapter", "section") if meta.get(k))
+        context = f"{law} {context}".strip()
+        prefix = str(meta.get("article_cn") or "")
+        text = clean_legal_text(document.text[span[0] : span[1]])
+        return [Chunk(f"{prefix} {text}" if prefix else text, span[0], span[1], context,
+                      metadata)]
 
     def _article_spans(self, text: str) -> list[tuple[int, int, str, int]]:
         matches = [(m, chinese_number(m.group(2))) for m in _ARTICLE.finditer(text)]

@@ -337,7 +337,7 @@ def ingest_documents(
         old = existing.get(name, set())
         new = {record.chunk_id for record in records}
         if old == new:
-            report.unchanged_files += 1
+            report.unchanged_files += bool(new)
             continue
         pending.extend(record for record in records if record.chunk_id not in old)
         stale.extend(sorted(old - new))

@@ -87,12 +87,10 @@ class SearchService:
         self.store = store
         self.embedder = embedder
         self.reranker = reranker
-        self._specs: dict[str, CollectionSpec] = {}
 
     def spec(self, collection: str) -> CollectionSpec:
-        spec = self.store.info(collection).spec
-        self._specs[collection] = spec
-        return spec
+        """Read per call (cheap): a collection may be deleted and rebuilt under the service."""
+        return self.store.spec(collection)
 
     def recall(
         self,

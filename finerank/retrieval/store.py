@@ -234,17 +234,20 @@ class VectorStore:
     def exists(self, name: str) -> bool:
         return self.client.collection_exists(check_collection_name(name))
 
-    def info(self, name: str) -> CollectionInfo:
-        """Spec and point count; NotFoundError when the collection does not exist."""
+    def spec(self, name: str) -> CollectionSpec:
+        """What built the collection; NotFoundError when it does not exist."""
         if not self.exists(name):
             raise NotFoundError(
                 f"collection {name!r} does not exist (create it with finerank index)"
             )
         described = self.client.get_collection(name)
-        metadata = getattr(described.config, "metadata", None)
-        spec = CollectionSpec.from_metadata(name, metadata)
-        count = self.client.count(name, exact=True).count
-        return CollectionInfo(name=name, spec=spec, points=count)
+        return CollectionSpec.from_metadata(name, getattr(described.config, "metadata", None))
+
+    def info(self, name: str) -> CollectionInfo:
+        """Spec and exact point count; NotFoundError when the collection does not exist."""
+        spec = self.spec(name)
+        points = self.client.count(name, exact=True).count
+        return CollectionInfo(name=name, spec=spec, points=points)
 
     def list_collections(self) -> list[CollectionInfo]:
         """finerank collections, sorted by name (others in the same Qdrant are skipped)."""
@@ -284,7 +287,7 @@ class VectorStore:
         if not self.exists(name):
             self.create(name, spec)
             return spec
-        stored = self.info(name).spec
+        stored = self.spec(name)
         if stored.embedding_model != spec.embedding_model or stored.dimension != spec.dimension:
             raise ConflictError(
                 f"collection {name!r} was built with embedding model "

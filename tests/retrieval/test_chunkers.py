@@ -89,6 +89,14 @@ def test_messy_2025_gazette_pages(laws, articles):
     assert "非法侵入他人网络" in art29
 
 
+def test_per_article_jsonl_records(laws):
+    documents = [d for d in load_file(laws / "articles.jsonl") if d.metadata["id"] == "CSL2016-063"]
+    (chunk,) = LegalChunker().chunk(documents[0])
+    assert chunk.text.startswith("第六十三条 违反本法第二十七条规定")
+    assert chunk.context == "中华人民共和国网络安全法 第六章 法律责任"
+    assert chunk.metadata["article_no"] == 63 and chunk.end == len(documents[0].text)
+
+
 def test_cross_references_at_line_start_are_not_articles():
     text = "第一条 总则内容，依照本法\n第三条 规定的。\n第二条 第二条的内容。\n第四条规定无空格。"
     chunks = LegalChunker().chunk(Document("x", text, {"law": "测试法"}))
