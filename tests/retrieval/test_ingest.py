@@ -204,3 +204,50 @@ def test_filters_and_hybrid_on_laws(tmp_path, store, qwen3_embedder, shared_data
     assert len(by_source) == 55
     with pytest.raises(InvalidInputError, match="filter"):
         service.recall("laws", query, mode="bm25", filters={"law": 1.5})
+
+
+KILL_SCRIPT = """
+import os, signal, sys
+from finerank.retrieval.chunkers import get_chunker
+from finerank.retrieval.ingest import ingest_documents, iter_files, load_file
+from finerank.retrieval.store import VectorStore
+
+root, data = sys.argv[1], sys.argv[2]
+files = [str(f) for f in iter_files([root])]
+documents = [d for f in files for d in load_file(f)]
+store = VectorStore.open(data_dir=data)
+batches = []
+
+def on_batch(count):
+    batches.append(count)
+    if len(batches) == 3:  # a hard kill: no exception handling, no close, no flush
+        os.kill(os.getpid(), signal.SIGKILL)
+
+ingest_documents(documents, store=store, collection="c", chunker=get_chunker("window",
+                 max_tokens=16), batch_size=2, on_batch=on_batch, files=files)
+"""
+
+
+def test_sigkilled_ingest_converges(tmp_path):
+    """A process killed with SIGKILL mid-ingest leaves a readable store (SQLite in WAL mode)
+    holding whole batches; re-running converges to the uninterrupted result."""
+    import subprocess
+    import sys
+
+    root = _corpus(tmp_path / "docs")
+    chunker = get_chunker("window", max_tokens=16)
+    reference = VectorStore.memory()
+    ingest([root], store=reference, collection="c", chunker=chunker, progress=False)
+    expected = reference.ids_by_file("c")
+
+    data = tmp_path / "killed"
+    killed = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(root), str(data)],
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr
+    store = VectorStore.open(data_dir=data)
+    partial = sum(map(len, store.ids_by_file("c").values()))
+    assert partial == 6  # three whole batches of two survived the kill
+    report = ingest([root], store=store, collection="c", chunker=chunker, progress=False)
+    assert report.added == sum(map(len, expected.values())) - 6
+    assert store.ids_by_file("c") == expected
+    store.close()
