@@ -3,7 +3,8 @@
 ``Embedder.from_pretrained`` picks the implementation:
 
 - an ``http(s)://`` URL -> :class:`RemoteEmbedder` (an OpenAI-compatible ``/v1/embeddings``);
-- a directory whose config says Qwen3 -> :class:`Qwen3Embedder`;
+- a directory whose config says Qwen3 -> :class:`Qwen3Embedder` (even when it also has a
+  sentence-transformers ``modules.json``, as the official repos do);
 - any other model directory (sentence-transformers layout, BERT-like) ->
   :class:`SentenceTransformerEmbedder`.
 
@@ -132,10 +133,9 @@ class Embedder(ABC):
         from finerank.models.loading import check_model_dir, resolve_model_dir
 
         path = resolve_model_dir(text, what="embedding model")
-        if (path / "modules.json").is_file():
-            return SentenceTransformerEmbedder(path, device=device, dimensions=dimensions)
         config = check_model_dir(path, what="embedding model")
         architectures = config.get("architectures") or []
+        # before modules.json: the Qwen3-Embedding repos also ship a sentence-transformers config
         if config.get("model_type") == "qwen3" or any(a.startswith("Qwen3") for a in architectures):
             return Qwen3Embedder(
                 path,

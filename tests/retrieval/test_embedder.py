@@ -104,6 +104,15 @@ def test_matryoshka_dimensions_cut_then_normalise(qwen3_embedder):
         qwen3_embedder.embed_documents(TEXTS, dimensions=65)
 
 
+def test_qwen3_dir_with_sentence_transformers_config_stays_qwen3(qwen3_embedding_dir, tmp_path):
+    import shutil
+
+    copy = shutil.copytree(qwen3_embedding_dir, tmp_path / "qwen3-st")
+    (copy / "modules.json").write_text('[{"idx": 0, "name": "0", "path": "", '
+                                       '"type": "sentence_transformers.models.Transformer"}]')
+    assert isinstance(Embedder.from_pretrained(copy, device="cpu"), Qwen3Embedder)
+
+
 def test_bad_inputs_are_clear_errors(qwen3_embedder):
     with pytest.raises(TypeError, match=r"texts\[1\]"):
         qwen3_embedder.embed_documents(["ok", 3])
