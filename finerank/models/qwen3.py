@@ -29,6 +29,10 @@ from finerank.models.template import (
 # Above this many tokens a sequence with a shared prefix would need a large explicit mask;
 # the engine runs such sequences standalone (pure causal, no mask) instead.
 MAX_SHARED_TAIL = 2048
+# Tails at least this many times longer than their prefix attend through the causal kernel
+# (prefix queries recomputed and dropped) instead of an explicit mask; measured on CPU:
+# 58-token tail / 92-token prefix: mask 5 ms vs 20 ms; 522/92: 212 vs 179 ms; 2048/92: 2.8 vs 1.3 s.
+FULL_CAUSAL_TAIL_RATIO = 4
 
 
 @dataclass(frozen=True)
@@ -162,6 +166,9 @@ class _AttentionGroup:
     q_len: int
     k_len: int
     mask: torch.Tensor | None  # bottom-right causal when k_len > q_len; None means plain causal
+    # long tails: run causal attention over prefix + tail queries and keep the tail rows (the
+    # masked CPU kernel computes every masked block; causal skips them, ~2x faster at 2K)
+    full_causal: bool = False
     q_index: torch.Tensor | None = None  # gathered rows when the group holds several segments
     k_index: torch.Tensor | None = None
 
@@ -236,7 +243,8 @@ def build_layout(pack: Pack, device: torch.device) -> PackLayout:
     groups: list[_AttentionGroup] = []
     for (q_len, k_len), starts in by_shape.items():
         mask = None
-        if k_len != q_len:
+        full_causal = k_len != q_len and q_len >= FULL_CAUSAL_TAIL_RATIO * (k_len - q_len)
+        if k_len != q_len and not full_causal:
             # bottom-right aligned causal: tail token j sees the prefix and tail[:j+1]
             mask = masks.get((q_len, k_len))
             if mask is None:
@@ -245,7 +253,7 @@ def build_layout(pack: Pack, device: torch.device) -> PackLayout:
                 )
                 masks[(q_len, k_len)] = mask
         group = _AttentionGroup(
-            [q for q, _ in starts], [k for _, k in starts], q_len, k_len, mask
+            [q for q, _ in starts], [k for _, k in starts], q_len, k_len, mask, full_causal
         )
         if len(starts) > 1:
             q_rows = torch.tensor([q for q, _ in starts], device=device)[:, None]
@@ -379,22 +387,30 @@ class PackedDecoder:
             out = None  # one segment covers the pack: write nothing, return the result
         else:
             out = torch.empty_like(q)
+        q_runs = None  # queries laid out like the key runs (prefix rows + tail rows)
         for group in layout.groups:
             count = len(group.q_starts)
+            source, starts, rows, index = q, group.q_starts, group.q_len, group.q_index
+            if group.full_causal:
+                if q_runs is None:
+                    q_runs = q.index_select(0, layout.kv_index)
+                source, starts, rows, index = q_runs, group.k_starts, group.k_len, group.k_index
             if group.q_index is None:
-                q0, k0 = group.q_starts[0], group.k_starts[0]
-                qs = q[q0 : q0 + group.q_len][None]
+                q0, k0 = starts[0], group.k_starts[0]
+                qs = source[q0 : q0 + rows][None]
                 ks = k[k0 : k0 + group.k_len][None]
                 vs = v[k0 : k0 + group.k_len][None]
             else:
-                qs = q.index_select(0, group.q_index).view(count, group.q_len, *q.shape[1:])
+                qs = source.index_select(0, index).view(count, rows, *q.shape[1:])
                 ks = k.index_select(0, group.k_index).view(count, group.k_len, *k.shape[1:])
                 vs = v.index_select(0, group.k_index).view(count, group.k_len, *v.shape[1:])
             result = F.scaled_dot_product_attention(
                 qs.transpose(1, 2), ks.transpose(1, 2), vs.transpose(1, 2),
                 attn_mask=group.mask, is_causal=group.mask is None,
                 scale=self.scaling, enable_gqa=gqa,
-            ).transpose(1, 2)  # [count, q_len, H, d]
+            ).transpose(1, 2)  # [count, rows, H, d]
+            if group.full_causal:
+                result = result[:, rows - group.q_len :]
             if out is None:
                 return result[0]
             if group.q_index is None:

@@ -67,3 +67,18 @@ def test_layout_groups_equal_shapes():
     assert shapes == [(1, 4, 1), (2, 2, 1), (2, 5, 2), (3, 3, 1)]
     assert layout.position_ids.tolist() == [0, 1, 2, 3, 4, 3, 4, 3, 0, 1]
     assert layout.last_index.tolist() == [4, 6, 7, 9]
+
+
+def test_long_tails_use_the_causal_kernel_short_ones_a_mask(qwen3_reranker):
+    from finerank.models.base import Pack, PackGroup
+
+    pack = Pack([PackGroup(list(range(10)), [(0, list(range(50))), (1, [7, 8])])])
+    layout = build_layout(pack, torch.device("cpu"))
+    by_len = {g.q_len: g for g in layout.groups}
+    assert by_len[50].full_causal and by_len[50].mask is None
+    assert not by_len[2].full_causal and by_len[2].mask is not None
+    # both ways give what each sequence gives alone
+    decoder = PackedDecoder(qwen3_reranker.backend.decoder_model, attention="sdpa")
+    alone = [decoder.last_hidden(Pack([PackGroup([], [(0, list(range(10)) + tail)])]))
+             for tail in (list(range(50)), [7, 8])]
+    torch.testing.assert_close(decoder.last_hidden(pack), torch.cat(alone), atol=1e-5, rtol=1e-5)
