@@ -68,12 +68,12 @@ class BenchConfig:
     dtypes: tuple[str, ...] = ("float32", "bfloat16")
     data_dir: str | None = None
     seed_docs: int = 50
-    lengths: tuple[int, ...] = (128, 512, 2048, 8192)
-    sweep_tokens: int = 8192  # documents per length-sweep point: about this many tokens
+    lengths: tuple[int, ...] = (128, 512, 2048)
+    sweep_tokens: int = 4096  # documents per length-sweep point: about this many tokens
     batch_sizes: tuple[int, ...] = (1, 4, 16)
     batch_length: int = 256
     latency_repeats: int = 5
-    memory_lengths: tuple[int, ...] = (1024, 2048, 4096, 8192)
+    memory_lengths: tuple[int, ...] = (512, 1024, 2048, 4096)
     max_batch_tokens: int = 16384
     reference: bool = True
     reference_batch_size: int = 8

@@ -44,15 +44,16 @@ def register(app: typer.Typer) -> None:
                                   help="Data directory holding laws/articles.jsonl "
                                        "(default: ../shared/data next to the checkout)."),
         seed_docs: int = typer.Option(50, min=1, help="Articles in the seed workload."),
-        lengths: str = typer.Option("128,512,2048,8192", help="Length sweep (tokens)."),
-        sweep_tokens: int = typer.Option(8192, min=1,
+        lengths: str = typer.Option("128,512,2048", help="Length sweep (tokens); add 8192 "
+                                     "where time allows."),
+        sweep_tokens: int = typer.Option(4096, min=1,
                                          help="About this many tokens per length-sweep point."),
         batch_sizes: str = typer.Option("1,4,16", help="Batch sweep (documents per request)."),
         batch_length: int = typer.Option(256, min=1,
                                          help="Document tokens in the batch/latency runs."),
         memory_lengths: str = typer.Option(
-            "1024,2048,4096,8192",
-            help="Document lengths (tokens) of the memory curve; add 16384,32768 where time "
+            "512,1024,2048,4096",
+            help="Document lengths (tokens) of the memory curve; add 8192,16384,32768 where time "
                  "allows (slow on CPU with the 0.6B model)."),
         phases: str = typer.Option(
             "seed,agreement,length_sweep,batch_sweep,latency,memory",
