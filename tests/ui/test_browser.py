@@ -11,15 +11,22 @@ pytestmark = pytest.mark.browser
 TIMEOUT_MS = 60_000
 
 
+# Only finerank's own nodes: gradio adds and removes loading overlays around them.
+_CONTENT_JS = (
+    "(sel) => { const el = document.querySelector(sel); if (!el) return '';"
+    " return Array.from(el.querySelectorAll('.fr-message, table.fr-results, .fr-columns'))"
+    ".map(n => n.outerHTML).join(''); }"
+)
+
+
 def _wait_for_output(page, selector: str, previous: str = "") -> str:
-    """Wait until the output element holds new content; return its inner HTML."""
+    """Wait until the output element shows new finerank content; return that content."""
     page.wait_for_function(
-        "([sel, prev]) => { const el = document.querySelector(sel);"
-        " return el && el.innerHTML.includes('fr-') && el.innerHTML !== prev; }",
+        f"([sel, prev]) => {{ const c = ({_CONTENT_JS})(sel); return c !== '' && c !== prev; }}",
         arg=[selector, previous],
         timeout=TIMEOUT_MS,
     )
-    return page.inner_html(selector)
+    return page.evaluate(_CONTENT_JS, selector)
 
 
 def _rerank_order(page) -> list[int]:
@@ -42,7 +49,7 @@ def test_rerank_tab_matches_the_python_api(page, qwen3_reranker, artifacts):
     page.screenshot(path=str(artifacts / "ui-rerank.png"), full_page=True)
 
     # another query, top_n and the default instruction (empty box)
-    before = page.inner_html("#fr-rerank-output")
+    before = page.evaluate(_CONTENT_JS, "#fr-rerank-output")
     page.fill("#fr-query textarea", "网络运营者的安全保护义务")
     page.fill("#fr-instruction textarea", "")
     page.fill("#fr-top-n input", "3")
