@@ -118,3 +118,20 @@ def test_search_tab_shows_both_orders(page, ui_server, qwen3_reranker, law_colle
         label, _ = movement(hit.first_stage_rank, rank, 6)
         assert card.get_attribute("data-move") == label
         assert "中华人民共和国网络安全法" in card.inner_text()  # article metadata is shown
+
+
+def test_rerank_tab_reads_an_uploaded_jsonl(page, qwen3_reranker, tmp_path):
+    import json
+
+    texts = ["违反本法第二十七条规定的处罚", "网络运营者的义务", "个人信息的保护", "附则"]
+    upload = tmp_path / "docs.jsonl"
+    upload.write_text("\n".join(json.dumps({"text": t}, ensure_ascii=False) for t in texts),
+                      encoding="utf-8")
+    page.set_input_files("#fr-upload input[type=file]", str(upload))
+    page.wait_for_selector("#fr-upload :text('docs.jsonl')", timeout=TIMEOUT_MS)
+    page.click("#fr-rerank-button")
+    content = _wait_for_output(page, "#fr-rerank-output")
+    assert "4 documents from docs.jsonl" in content
+    ex = example()
+    expected = qwen3_reranker.rerank(ex["query"], texts, instruction=ex["instruction"])
+    assert _rerank_order(page) == [r.index for r in expected]
