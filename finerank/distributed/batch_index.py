@@ -225,7 +225,7 @@ def batch_index(
         for file, ids in by_file.items():
             old = existing.get(file, set())
             if old == ids:
-                report.unchanged_files += 1
+                report.unchanged_files += bool(ids)  # as ingest(): an empty file is not "unchanged"
             pending_count += len(ids - old)
             stale.extend(sorted(old - ids))
 
