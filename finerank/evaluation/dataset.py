@@ -13,12 +13,12 @@ Example:
 from __future__ import annotations
 
 import gzip
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from finerank.errors import InvalidInputError, NotFoundError
+from finerank.jsonl import parse_jsonl
 
 
 @dataclass(frozen=True)
@@ -58,13 +58,7 @@ def _open_text(path: Path):
 
 def _records(path: Path) -> Iterator[dict]:
     with _open_text(path) as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InvalidInputError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
+        for number, record in parse_jsonl(handle, path):
             if not isinstance(record, dict) or "_id" not in record:
                 raise InvalidInputError(f"{path}:{number}: each line needs an '_id' field")
             yield record

@@ -23,7 +23,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from finerank.errors import InvalidInputError
+from finerank.jsonl import parse_jsonl
 from finerank.retrieval.bm25 import Bm25Encoder, average_length
 from finerank.retrieval.chunkers import Chunk, Chunker, Document
 from finerank.retrieval.store import CollectionSpec, StoredPoint, VectorStore
@@ -84,13 +84,7 @@ def _scalar_metadata(record: dict[str, Any], skip: set[str]) -> dict[str, Any]:
 def load_jsonl(path: Path, text_field: str = "text") -> list[Document]:
     file = str(path)
     records: list[tuple[int, dict[str, Any]]] = []
-    for number, line in enumerate(_read_text(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InvalidInputError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
+    for number, record in parse_jsonl(_read_text(path).splitlines(), path):
         if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
             raise InvalidInputError(
                 f"{path}:{number}: each line needs a string {text_field!r} field"
