@@ -91,7 +91,8 @@ def test_count_tokens(qwen3_reranker):
 
 def test_max_tokens_per_doc_cuts_the_document(qwen3_reranker):
     doc = "word " * 500
-    cut = qwen3_reranker.count_tokens("q", [doc]) - qwen3_reranker.engine.prepare(
-        "q", [doc], max_tokens_per_doc=10
-    ).num_tokens
+    cut = (
+        qwen3_reranker.count_tokens("q", [doc])
+        - qwen3_reranker.engine.prepare("q", [doc], max_tokens_per_doc=10).num_tokens
+    )
     assert cut == 490

@@ -28,7 +28,7 @@ class OfficialQwen3Reranker:
         self.token_false_id = self.tokenizer.convert_tokens_to_ids("no")
         self.token_true_id = self.tokenizer.convert_tokens_to_ids("yes")
         self.max_length = max_length
-        prefix = "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct provided. Note that the answer can only be \"yes\" or \"no\".<|im_end|>\n<|im_start|>user\n"  # noqa: E501
+        prefix = '<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n'  # noqa: E501
         suffix = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
         self.prefix_tokens = self.tokenizer.encode(prefix, add_special_tokens=False)
         self.suffix_tokens = self.tokenizer.encode(suffix, add_special_tokens=False)
@@ -36,7 +36,9 @@ class OfficialQwen3Reranker:
     @staticmethod
     def format_instruction(instruction, query, doc):
         if instruction is None:
-            instruction = "Given a web search query, retrieve relevant passages that answer the query"  # noqa: E501
+            instruction = (
+                "Given a web search query, retrieve relevant passages that answer the query"  # noqa: E501
+            )
         return "<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {doc}".format(  # noqa: UP032 (model card)
             instruction=instruction, query=query, doc=doc
         )

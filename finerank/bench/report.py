@@ -13,8 +13,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-PLOTS = ("throughput_vs_length.png", "throughput_vs_batch.png", "latency.png",
-         "memory_vs_length.png")
+PLOTS = (
+    "throughput_vs_length.png",
+    "throughput_vs_batch.png",
+    "latency.png",
+    "memory_vs_length.png",
+)
 
 
 def fmt(value: float | int | None, digits: int = 4) -> str:
@@ -45,8 +49,9 @@ def summary_rows(result: dict) -> list[tuple[str, str, float | int | None]]:
                 rows.append((f"seed pairs/s, {dtype}", impl, seed[impl]["pairs_per_s"]))
                 rows.append((f"seed tokens/s, {dtype}", impl, seed[impl]["tokens_per_s"]))
                 # above the loaded weights (both implementations are loaded side by side)
-                rows.append((f"seed peak memory above weights (MB), {dtype}", impl,
-                             seed[impl]["delta_mb"]))
+                rows.append(
+                    (f"seed peak memory above weights (MB), {dtype}", impl, seed[impl]["delta_mb"])
+                )
         if "ratio" in seed:
             rows.append((f"seed speed ratio vs reference, {dtype}", "finerank", seed["ratio"]))
             rows.append((f"seed max abs score diff, {dtype}", "finerank", seed["max_abs_diff"]))
@@ -59,20 +64,30 @@ def summary_rows(result: dict) -> list[tuple[str, str, float | int | None]]:
             rows.append(("batch-1 latency p50 (ms)", impl, latency[impl]["p50_ms"]))
             rows.append(("batch-1 latency p99 (ms)", impl, latency[impl]["p99_ms"]))
     for row in result.get("length_sweep", []):
-        rows.append((f"tokens/s at {row['length']} tokens", "finerank",
-                     row["finerank"]["tokens_per_s"]))
+        rows.append(
+            (f"tokens/s at {row['length']} tokens", "finerank", row["finerank"]["tokens_per_s"])
+        )
         if "ratio" in row:
-            rows.append((f"ratio vs reference at {row['length']} tokens", "finerank",
-                         row["ratio"]))
+            rows.append((f"ratio vs reference at {row['length']} tokens", "finerank", row["ratio"]))
     memory = result.get("memory", {})
     for point in memory.get("points", []):
-        rows.append((f"peak memory above weights (MB), one {point['length']}-token doc",
-                     "finerank", point["delta_mb"]))
+        rows.append(
+            (
+                f"peak memory above weights (MB), one {point['length']}-token doc",
+                "finerank",
+                point["delta_mb"],
+            )
+        )
     if "mb_per_token" in memory:
         rows.append(("memory growth (MB per token)", "finerank", memory["mb_per_token"]))
         rows.append(("memory linear fit r^2", "finerank", memory["linear_r2"]))
-        rows.append(("largest batch at 32K context (extrapolated)", "finerank",
-                     memory.get("largest_batch_32k")))
+        rows.append(
+            (
+                "largest batch at 32K context (extrapolated)",
+                "finerank",
+                memory.get("largest_batch_32k"),
+            )
+        )
     return rows
 
 
@@ -94,8 +109,9 @@ def render_summary(result: dict) -> str:
         "| metric | implementation | value |",
         "| --- | --- | --- |",
     ]
-    lines += [f"| {metric} | {impl} | {fmt(value)} |" for metric, impl, value in
-              summary_rows(result)]
+    lines += [
+        f"| {metric} | {impl} | {fmt(value)} |" for metric, impl, value in summary_rows(result)
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -166,8 +182,12 @@ def write_plots(result: dict, out: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(6, 4))
     points = result.get("memory", {}).get("points", [])
     if points:
-        ax.plot([p["tokens"] for p in points], [p["delta_mb"] for p in points], marker="o",
-                label="finerank (peak above loaded model)")
+        ax.plot(
+            [p["tokens"] for p in points],
+            [p["delta_mb"] for p in points],
+            marker="o",
+            label="finerank (peak above loaded model)",
+        )
         ax.legend()
     else:
         ax.text(0.5, 0.5, "not measured", ha="center", transform=ax.transAxes)

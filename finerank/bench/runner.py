@@ -79,8 +79,14 @@ class BenchConfig:
     reference_batch_size: int = 8
     int8: bool = True
     quick: bool = False
-    phases: tuple[str, ...] = ("seed", "agreement", "length_sweep", "batch_sweep", "latency",
-                               "memory")
+    phases: tuple[str, ...] = (
+        "seed",
+        "agreement",
+        "length_sweep",
+        "batch_sweep",
+        "latency",
+        "memory",
+    )
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -131,8 +137,9 @@ def synthetic_documents(tokenizer, source: str, length: int, count: int) -> list
     offsets = encoded["offset_mapping"]
     while len(offsets) < length + count:
         source = source + "\n" + source
-        offsets = tokenizer(source, add_special_tokens=False,
-                            return_offsets_mapping=True)["offset_mapping"]
+        offsets = tokenizer(source, add_special_tokens=False, return_offsets_mapping=True)[
+            "offset_mapping"
+        ]
     step = max(1, (len(offsets) - length) // max(1, count))
     docs = []
     for number in range(count):
@@ -166,20 +173,28 @@ class _Bench:
         self.result: dict = {
             "config": {k: v for k, v in asdict(config).items() if k != "extra"},
             "environment": _environment(self.device),
-            "model": {"path": str(self.model_dir), "size": config.size,
-                      "random_weights": random_weights},
+            "model": {
+                "path": str(self.model_dir),
+                "size": config.size,
+                "random_weights": random_weights,
+            },
             "load_seconds": {"finerank": {}, "reference": {}},
         }
-        self.max_length = max(8192, max(config.memory_lengths, default=0) + 512,
-                              max(config.lengths, default=0) + 512)
+        self.max_length = max(
+            8192, max(config.memory_lengths, default=0) + 512, max(config.lengths, default=0) + 512
+        )
 
     # ---- loading -------------------------------------------------------------------------
     def finerank(self, dtype: str, quantize: str = "none"):
         from finerank import Reranker
 
         reranker = Reranker.from_pretrained(
-            self.model_dir, device=str(self.device), dtype=dtype, max_length=self.max_length,
-            max_batch_tokens=self.config.max_batch_tokens, quantize=quantize,
+            self.model_dir,
+            device=str(self.device),
+            dtype=dtype,
+            max_length=self.max_length,
+            max_batch_tokens=self.config.max_batch_tokens,
+            quantize=quantize,
         )
         key = dtype if quantize == "none" else f"{dtype}+{quantize}"
         self.result["load_seconds"]["finerank"][key] = round(reranker.load_seconds, 3)
@@ -189,8 +204,12 @@ class _Bench:
         from finerank.bench.reference import OfficialQwen3Reranker
 
         started = time.perf_counter()
-        ref = OfficialQwen3Reranker(self.model_dir, max_length=self.max_length,
-                                    dtype=_DTYPE_NAMES[dtype], device=self.device)
+        ref = OfficialQwen3Reranker(
+            self.model_dir,
+            max_length=self.max_length,
+            dtype=_DTYPE_NAMES[dtype],
+            device=self.device,
+        )
         self.result["load_seconds"]["reference"][dtype] = round(time.perf_counter() - started, 3)
         return ref
 
@@ -199,8 +218,9 @@ class _Bench:
         return max(1, min(self.config.reference_batch_size, REFERENCE_LOGITS_BYTES // per_pair))
 
     # ---- one measured workload -------------------------------------------------------------
-    def compare(self, reranker, ref, query, instruction, docs, *, length_hint: int,
-                dtype: str) -> dict:
+    def compare(
+        self, reranker, ref, query, instruction, docs, *, length_hint: int, dtype: str
+    ) -> dict:
         prepared = reranker.engine.prepare(query, docs, instruction=instruction)
         tokens = prepared.num_tokens
         with PeakMemory(self.device) as mem:
@@ -211,7 +231,8 @@ class _Bench:
         for r in results:
             ours[r.index] = r.score
         row = {
-            "pairs": len(docs), "tokens": tokens,
+            "pairs": len(docs),
+            "tokens": tokens,
             "finerank": _speed(len(docs), tokens, seconds, mem),
         }
         if ref is not None:
@@ -287,17 +308,20 @@ class _Bench:
                 continue
             agreement[f"{dtype}_vs_float32_tau"] = kendall_tau(base, seed[dtype]["scores"])
             agreement[f"{dtype}_vs_float32_max_abs_diff"] = max(
-                abs(a - b) for a, b in zip(base, seed[dtype]["scores"], strict=True))
+                abs(a - b) for a, b in zip(base, seed[dtype]["scores"], strict=True)
+            )
             if "reference_scores" in seed[dtype] and "reference_scores" in seed["float32"]:
                 agreement[f"reference_{dtype}_vs_float32_tau"] = kendall_tau(
-                    seed["float32"]["reference_scores"], seed[dtype]["reference_scores"])
+                    seed["float32"]["reference_scores"], seed[dtype]["reference_scores"]
+                )
         if self.config.int8 and self.device.type == "cpu" and base is not None:
             query, instruction, _, docs = self.seed
             reranker = self.finerank("float32", quantize="int8")
             reranker.rerank(query, docs[:2], instruction=instruction)
             with PeakMemory(self.device) as mem:
                 results, seconds = timed(
-                    lambda: reranker.rerank(query, docs, instruction=instruction), self.device)
+                    lambda: reranker.rerank(query, docs, instruction=instruction), self.device
+                )
             scores = [0.0] * len(docs)
             for r in results:
                 scores[r.index] = r.score
@@ -305,7 +329,8 @@ class _Bench:
             agreement["int8"] = _speed(len(docs), tokens, seconds, mem)
             agreement["int8_vs_float32_tau"] = kendall_tau(base, scores)
             agreement["int8_vs_float32_max_abs_diff"] = max(
-                abs(a - b) for a, b in zip(base, scores, strict=True))
+                abs(a - b) for a, b in zip(base, scores, strict=True)
+            )
             k = max(1, min(10, len(scores) // 2))  # top-k of all k items would always agree
             agreement["int8_top_k"] = k
             agreement["int8_top_k_overlap"] = len(set(_top(base, k)) & set(_top(scores, k))) / k
@@ -320,8 +345,9 @@ class _Bench:
         for length in self.config.lengths:
             count = max(1, self.config.sweep_tokens // length)
             docs = synthetic_documents(reranker.backend.tokenizer, source, length, count)
-            row = self.compare(reranker, ref, query, instruction, docs, length_hint=length,
-                               dtype=dtype)
+            row = self.compare(
+                reranker, ref, query, instruction, docs, length_hint=length, dtype=dtype
+            )
             row["length"] = length
             rows.append(_strip_scores(row))
             self.result["length_sweep"] = rows
@@ -331,10 +357,18 @@ class _Bench:
         query, instruction = self.seed[0], self.seed[1]
         rows = []
         for batch in self.config.batch_sizes:
-            docs = synthetic_documents(reranker.backend.tokenizer, source,
-                                       self.config.batch_length, batch)
-            row = self.compare(reranker, ref, query, instruction, docs,
-                               length_hint=self.config.batch_length, dtype=dtype)
+            docs = synthetic_documents(
+                reranker.backend.tokenizer, source, self.config.batch_length, batch
+            )
+            row = self.compare(
+                reranker,
+                ref,
+                query,
+                instruction,
+                docs,
+                length_hint=self.config.batch_length,
+                dtype=dtype,
+            )
             row["batch_size"] = batch
             rows.append(_strip_scores(row))
             self.result["batch_sweep"] = rows
@@ -342,8 +376,12 @@ class _Bench:
 
     def phase_latency(self, reranker, ref, source: str) -> None:
         query, instruction = self.seed[0], self.seed[1]
-        docs = synthetic_documents(reranker.backend.tokenizer, source, self.config.batch_length,
-                                   self.config.latency_repeats)
+        docs = synthetic_documents(
+            reranker.backend.tokenizer,
+            source,
+            self.config.batch_length,
+            self.config.latency_repeats,
+        )
         latency: dict = {"document_tokens": self.config.batch_length}
         runs = {"finerank": lambda d: reranker.rerank(query, [d], instruction=instruction)}
         if ref is not None:
@@ -351,8 +389,10 @@ class _Bench:
         for name, call in runs.items():
             seconds = [timed(lambda d=d, c=call: c(d), self.device)[1] * 1000 for d in docs]
             latency[name] = {
-                "p50_ms": percentile(seconds, 50), "p90_ms": percentile(seconds, 90),
-                "p99_ms": percentile(seconds, 99), "samples_ms": seconds,
+                "p50_ms": percentile(seconds, 50),
+                "p90_ms": percentile(seconds, 90),
+                "p99_ms": percentile(seconds, 99),
+                "samples_ms": seconds,
             }
         self.result["latency"] = latency
         self._save()
@@ -361,8 +401,11 @@ class _Bench:
         query, instruction = self.seed[0], self.seed[1]
         # page every weight in first: on CPU the measure is process RSS, and weights mapped
         # from the safetensors file would otherwise count as growth
-        reranker.rerank(query, synthetic_documents(reranker.backend.tokenizer, source, 64, 1),
-                        instruction=instruction)
+        reranker.rerank(
+            query,
+            synthetic_documents(reranker.backend.tokenizer, source, 64, 1),
+            instruction=instruction,
+        )
         points = []
         for length in self.config.memory_lengths:
             docs = synthetic_documents(reranker.backend.tokenizer, source, length, 1)
@@ -370,15 +413,23 @@ class _Bench:
             gc.collect()
             with PeakMemory(self.device) as mem:
                 _, seconds = timed(
-                    lambda d=docs: reranker.rerank(query, d, instruction=instruction),
-                    self.device)
-            points.append({"length": length, "tokens": tokens, "peak_mb": round(mem.peak_mb, 1),
-                           "delta_mb": round(mem.delta_mb, 1), "seconds": round(seconds, 3),
-                           "tokens_per_s": round(tokens / seconds, 2)})
+                    lambda d=docs: reranker.rerank(query, d, instruction=instruction), self.device
+                )
+            points.append(
+                {
+                    "length": length,
+                    "tokens": tokens,
+                    "peak_mb": round(mem.peak_mb, 1),
+                    "delta_mb": round(mem.delta_mb, 1),
+                    "seconds": round(seconds, 3),
+                    "tokens_per_s": round(tokens / seconds, 2),
+                }
+            )
             self.result["memory"] = {"points": points}
             self._save()
-        slope, intercept, r2 = linear_fit([p["tokens"] for p in points],
-                                          [p["delta_mb"] for p in points])
+        slope, intercept, r2 = linear_fit(
+            [p["tokens"] for p in points], [p["delta_mb"] for p in points]
+        )
         memory = self.result["memory"]
         memory.update(mb_per_token=slope, intercept_mb=intercept, linear_r2=r2)
         available = _available_memory_mb(self.device)
@@ -391,19 +442,29 @@ class _Bench:
             max(0, int((available - model_mb) // per_doc)) if available and slope > 0 else None
         )
         memory["largest_batch_32k_note"] = (
-            "extrapolated: (available memory - model) / (fitted MB per token x 32768)")
+            "extrapolated: (available memory - model) / (fitted MB per token x 32768)"
+        )
         self._save()
 
     def cuda_summary(self) -> dict:
         if self.device.type != "cuda":
-            return {"measured": False,
-                    "reason": "no CUDA device on this machine: GPU tokens/s not measured"}
+            return {
+                "measured": False,
+                "reason": "no CUDA device on this machine: GPU tokens/s not measured",
+            }
         name = torch.cuda.get_device_name(self.device)
         peak = gpu_bf16_peak(name)
-        best = max((row["finerank"]["tokens_per_s"] for row in self.result.get("length_sweep", [])),
-                   default=None)
-        summary = {"measured": True, "gpu": name, "bf16_peak_tflops": peak and peak / 1e12,
-                   "flop_per_token": QWEN3_06B_FLOP_PER_TOKEN, "best_tokens_per_s": best}
+        best = max(
+            (row["finerank"]["tokens_per_s"] for row in self.result.get("length_sweep", [])),
+            default=None,
+        )
+        summary = {
+            "measured": True,
+            "gpu": name,
+            "bf16_peak_tflops": peak and peak / 1e12,
+            "flop_per_token": QWEN3_06B_FLOP_PER_TOKEN,
+            "best_tokens_per_s": best,
+        }
         if peak and best:
             summary["tokens_per_s_limit"] = peak / QWEN3_06B_FLOP_PER_TOKEN
             summary["fraction_of_limit"] = best / summary["tokens_per_s_limit"]

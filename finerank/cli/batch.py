@@ -51,8 +51,11 @@ def _print_summary(summary: object, as_json: bool) -> None:
 @friendly_errors
 def batch_rerank_command(
     input_path: Annotated[
-        Path, typer.Argument(metavar="IN", help="Parquet file/dir or JSONL: query, document "
-                             "[, instruction, id, ...].")
+        Path,
+        typer.Argument(
+            metavar="IN",
+            help="Parquet file/dir or JSONL: query, document [, instruction, id, ...].",
+        ),
     ],
     output_dir: Annotated[
         Path, typer.Argument(metavar="OUT", help="Output directory of Parquet parts.")
@@ -94,8 +97,13 @@ def batch_rerank_command(
     from finerank.distributed.batch_rerank import Progress, batch_rerank
 
     settings = _settings(
-        model=model, instruction=instruction, max_length=max_length, device=device,
-        dtype=dtype, family=family, max_batch_tokens=max_batch_tokens,
+        model=model,
+        instruction=instruction,
+        max_length=max_length,
+        device=device,
+        dtype=dtype,
+        family=family,
+        max_batch_tokens=max_batch_tokens,
         long_document=long_document,
     )
 
@@ -107,10 +115,19 @@ def batch_rerank_command(
         )
 
     summary = batch_rerank(
-        input_path, output_dir, settings, part_size=part_size, batch_size=batch_size,
-        actors=actors, cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor,
-        max_tokens_per_doc=max_tokens_per_doc, keep_documents=keep_documents,
-        overwrite=overwrite, ray_address=ray_address, progress=report,
+        input_path,
+        output_dir,
+        settings,
+        part_size=part_size,
+        batch_size=batch_size,
+        actors=actors,
+        cpus_per_actor=cpus_per_actor,
+        gpus_per_actor=gpus_per_actor,
+        max_tokens_per_doc=max_tokens_per_doc,
+        keep_documents=keep_documents,
+        overwrite=overwrite,
+        ray_address=ray_address,
+        progress=report,
     )
     _print_summary(summary, as_json)
     if summary.failures:
@@ -149,19 +166,33 @@ def batch_index_command(
     from finerank.retrieval.chunkers import get_chunker
 
     settings = _settings(
-        embedding_model=embedding_model, qdrant_url=qdrant_url, qdrant_api_key=qdrant_api_key,
-        data_dir=data_dir, device=device, dtype=dtype,
+        embedding_model=embedding_model,
+        qdrant_url=qdrant_url,
+        qdrant_api_key=qdrant_api_key,
+        data_dir=data_dir,
+        device=device,
+        dtype=dtype,
     )
     options = {"max_tokens": max_tokens, "overlap": overlap, "max_chars": max_chars}
     chunker_obj = get_chunker(chunker, **{k: v for k, v in options.items() if v is not None})
 
     def report(p: IndexProgress) -> None:
-        typer.echo(f"{p.written:,}/{p.pending:,} chunks written  "
-                   f"{p.chunks_per_second:,.0f} chunks/s  {p.elapsed_s:,.0f}s", err=True)
+        typer.echo(
+            f"{p.written:,}/{p.pending:,} chunks written  "
+            f"{p.chunks_per_second:,.0f} chunks/s  {p.elapsed_s:,.0f}s",
+            err=True,
+        )
 
     result = batch_index(
-        paths, collection=collection, chunker=chunker_obj, settings=settings, actors=actors,
-        cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor, batch_size=batch_size,
-        ray_address=ray_address, progress=report,
+        paths,
+        collection=collection,
+        chunker=chunker_obj,
+        settings=settings,
+        actors=actors,
+        cpus_per_actor=cpus_per_actor,
+        gpus_per_actor=gpus_per_actor,
+        batch_size=batch_size,
+        ray_address=ray_address,
+        progress=report,
     )
     typer.echo(f"{collection}: {result.summary()}")

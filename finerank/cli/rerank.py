@@ -78,6 +78,11 @@ def rerank_command(
         if r.span:
             text = text[r.span[0] : r.span[1]]
         text = text.replace("\n", " ")
-        table.add_row(str(rank), str(r.index), f"{r.score:.4f}", f"{r.logit:+.3f}",
-                      text[:80] + ("…" if len(text) > 80 else ""))
+        table.add_row(
+            str(rank),
+            str(r.index),
+            f"{r.score:.4f}",
+            f"{r.logit:+.3f}",
+            text[:80] + ("…" if len(text) > 80 else ""),
+        )
     Console().print(table)

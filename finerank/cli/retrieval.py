@@ -57,9 +57,13 @@ def _load_embedder(source: str, settings):
     from finerank.retrieval.embedder import Embedder
 
     # a remote endpoint's key comes from the environment, never from a flag (shell history)
-    return Embedder.from_pretrained(source, device=settings.device, dtype=settings.dtype,
-                                    max_batch_tokens=settings.max_batch_tokens,
-                                    api_key=os.environ.get("FINERANK_EMBEDDING_API_KEY"))
+    return Embedder.from_pretrained(
+        source,
+        device=settings.device,
+        dtype=settings.dtype,
+        max_batch_tokens=settings.max_batch_tokens,
+        api_key=os.environ.get("FINERANK_EMBEDDING_API_KEY"),
+    )
 
 
 @friendly_errors
@@ -76,9 +80,7 @@ def index_command(
     max_tokens: Annotated[
         int | None, typer.Option(help="Window/markdown chunk size in tokens [256 / 512].")
     ] = None,
-    overlap: Annotated[
-        float | None, typer.Option(help="Window overlap fraction [0.125].")
-    ] = None,
+    overlap: Annotated[float | None, typer.Option(help="Window overlap fraction [0.125].")] = None,
     max_chars: Annotated[
         int | None, typer.Option(help="Legal: split articles longer than this [1200].")
     ] = None,
@@ -93,11 +95,19 @@ def index_command(
     from finerank.retrieval.chunkers import get_chunker
     from finerank.retrieval.ingest import ingest
 
-    settings = _settings(embedding_model=embedding_model, device=device, data_dir=data_dir,
-                         qdrant_url=qdrant_url, qdrant_api_key=qdrant_api_key)
+    settings = _settings(
+        embedding_model=embedding_model,
+        device=device,
+        data_dir=data_dir,
+        qdrant_url=qdrant_url,
+        qdrant_api_key=qdrant_api_key,
+    )
     options = {"max_tokens": max_tokens, "overlap": overlap, "max_chars": max_chars}
-    allowed = {"legal": ("max_chars",), "markdown": ("max_tokens", "overlap"),
-               "window": ("max_tokens", "overlap")}.get(chunker, ())
+    allowed = {
+        "legal": ("max_chars",),
+        "markdown": ("max_tokens", "overlap"),
+        "window": ("max_tokens", "overlap"),
+    }.get(chunker, ())
     for key, value in options.items():
         if value is not None and key not in allowed:
             raise typer.BadParameter(f"--{key.replace('_', '-')} does not apply to {chunker}")
@@ -106,15 +116,28 @@ def index_command(
     if settings.embedding_model:
         embedder = _load_embedder(settings.embedding_model, settings)
     with _open_store(settings) as store:
-        report = ingest(paths, store=store, collection=collection, chunker=chunker_obj,
-                        embedder=embedder, batch_size=batch_size, progress=not quiet)
+        report = ingest(
+            paths,
+            store=store,
+            collection=collection,
+            chunker=chunker_obj,
+            embedder=embedder,
+            batch_size=batch_size,
+            progress=not quiet,
+        )
     typer.echo(f"{collection}: {report.summary()}")
     if report.empty_files:
-        typer.secho(f"{len(report.empty_files)} files gave no chunks (e.g. "
-                    f"{report.empty_files[0]})", fg=typer.colors.YELLOW, err=True)
+        typer.secho(
+            f"{len(report.empty_files)} files gave no chunks (e.g. {report.empty_files[0]})",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
     if embedder is None:
-        typer.secho("no --embedding-model: BM25 only (search with --mode bm25)",
-                    fg=typer.colors.YELLOW, err=True)
+        typer.secho(
+            "no --embedding-model: BM25 only (search with --mode bm25)",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
 
 
 def _parse_filters(values: list[str] | None) -> dict[str, list[str]]:
@@ -160,8 +183,14 @@ def search_command(
     """Recall candidates (BM25, dense or hybrid), rerank them, print the best."""
     from finerank.retrieval.search import SearchService
 
-    settings = _settings(model=model, embedding_model=embedding_model, device=device,
-                         data_dir=data_dir, qdrant_url=qdrant_url, qdrant_api_key=qdrant_api_key)
+    settings = _settings(
+        model=model,
+        embedding_model=embedding_model,
+        device=device,
+        data_dir=data_dir,
+        qdrant_url=qdrant_url,
+        qdrant_api_key=qdrant_api_key,
+    )
     filters = _parse_filters(filter_)
     with _open_store(settings) as store:
         spec = store.spec(collection)
@@ -177,20 +206,33 @@ def search_command(
             from finerank import Reranker
 
             reranker = Reranker.from_pretrained(
-                settings.model, device=settings.device, dtype=settings.dtype,
-                max_length=settings.max_length, max_batch_tokens=settings.max_batch_tokens,
+                settings.model,
+                device=settings.device,
+                dtype=settings.dtype,
+                max_length=settings.max_length,
+                max_batch_tokens=settings.max_batch_tokens,
             )
         service = SearchService(store, embedder=embedder, reranker=reranker)
-        response = service.search(collection, query, mode=mode, recall_k=recall_k,  # type: ignore[arg-type]
-                                  rerank_k=rerank_k, top_n=top_n, filters=filters or None,
-                                  instruction=instruction)
+        response = service.search(
+            collection,
+            query,
+            mode=mode,
+            recall_k=recall_k,  # type: ignore[arg-type]
+            rerank_k=rerank_k,
+            top_n=top_n,
+            filters=filters or None,
+            instruction=instruction,
+        )
     if as_json:
         typer.echo(json.dumps(response.to_dict(), ensure_ascii=False, indent=2))
         return
     _print_hits(response, reranked=reranker is not None)
     if reranker is None and not no_rerank:
-        typer.secho("no reranker (--model / FINERANK_MODEL): first-stage order",
-                    fg=typer.colors.YELLOW, err=True)
+        typer.secho(
+            "no reranker (--model / FINERANK_MODEL): first-stage order",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
 
 
 def _label(hit) -> str:
@@ -210,8 +252,9 @@ def _print_hits(response, *, reranked: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{response.mode}: {response.candidates} candidates, "
-                        f"{response.reranked} reranked")
+    table = Table(
+        title=f"{response.mode}: {response.candidates} candidates, {response.reranked} reranked"
+    )
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("1st", justify="right", no_wrap=True)
     table.add_column("1st score", justify="right", no_wrap=True)
@@ -247,8 +290,10 @@ def collections_list(
     if not rows:
         typer.echo(f"no collections in {store.location}")
     for row in rows:
-        typer.echo(f"{row['name']}\t{row['points']} chunks\t"
-                   f"{row['embedding_model'] or 'BM25 only'}\t{row['chunker'].get('name')}")
+        typer.echo(
+            f"{row['name']}\t{row['points']} chunks\t"
+            f"{row['embedding_model'] or 'BM25 only'}\t{row['chunker'].get('name')}"
+        )
 
 
 @collections_app.command("delete")

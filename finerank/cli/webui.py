@@ -46,8 +46,14 @@ def ui_command(
     from finerank.ui.app import create_ui_app
 
     flags = {
-        "model": model, "embedding_model": embedding_model, "host": host, "port": port,
-        "data_dir": data_dir, "qdrant_url": qdrant_url, "device": device, "dtype": dtype,
+        "model": model,
+        "embedding_model": embedding_model,
+        "host": host,
+        "port": port,
+        "data_dir": data_dir,
+        "qdrant_url": qdrant_url,
+        "device": device,
+        "dtype": dtype,
         "max_length": max_length,
     }
     settings = Settings(**{name: value for name, value in flags.items() if value is not None})

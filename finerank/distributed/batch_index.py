@@ -116,7 +116,9 @@ class EmbedWorker:
             from finerank.retrieval.embedder import Embedder
 
             self.embedder = Embedder.from_pretrained(
-                settings.embedding_model, device=settings.device, dtype=settings.dtype,
+                settings.embedding_model,
+                device=settings.device,
+                dtype=settings.dtype,
                 max_batch_tokens=settings.max_batch_tokens,
                 api_key=os.environ.get("FINERANK_EMBEDDING_API_KEY"),
             )
@@ -150,8 +152,9 @@ class EmbedWorker:
                 points.extend(batch)
                 continue
             if self._store is None:
-                self._store = VectorStore.open(url=self.settings.qdrant_url,
-                                               api_key=self.settings.qdrant_api_key)
+                self._store = VectorStore.open(
+                    url=self.settings.qdrant_url, api_key=self.settings.qdrant_api_key
+                )
             written += self._store.upsert(collection, batch)
         return points if collection is None else written
 
@@ -254,8 +257,9 @@ def batch_index(
     return report
 
 
-def _collect_one(ray, in_flight: dict[Any, int], store: VectorStore, collection: str,
-                 batch_size: int) -> int:
+def _collect_one(
+    ray, in_flight: dict[Any, int], store: VectorStore, collection: str, batch_size: int
+) -> int:
     """Wait for one worker result; upsert it here when the workers could not."""
     [ready], _ = ray.wait(list(in_flight), num_returns=1)
     in_flight.pop(ready)

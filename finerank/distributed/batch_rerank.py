@@ -125,9 +125,7 @@ def read_pairs(path: str | os.PathLike[str]) -> pa.Table:
             continue
         column = table[name]
         if pa.types.is_null(column.type) and name == "instruction":
-            table = table.set_column(
-                table.column_names.index(name), name, column.cast(pa.string())
-            )
+            table = table.set_column(table.column_names.index(name), name, column.cast(pa.string()))
             continue
         if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
             raise InvalidInputError(f"{path}: column {name!r} must hold strings, got {column.type}")
@@ -217,9 +215,7 @@ class PairScorer:
     one ``error`` row, never the job.
     """
 
-    def __init__(
-        self, settings: Settings, max_tokens_per_doc: int | None = None, *, reranker=None
-    ):
+    def __init__(self, settings: Settings, max_tokens_per_doc: int | None = None, *, reranker=None):
         self.settings = settings
         self.max_tokens_per_doc = max_tokens_per_doc
         # ``reranker``: an already loaded model (in-process use); Ray actors load their own.
@@ -345,8 +341,16 @@ def _fingerprint(path: Path) -> list[list[Any]]:
 def _job_description(
     path: Path, table: pa.Table, plan: _Plan, settings: Settings, options: dict[str, Any]
 ) -> dict[str, Any]:
-    scoring = ("model", "family", "dtype", "max_length", "instruction", "long_document",
-               "chunk_overlap", "quantize")
+    scoring = (
+        "model",
+        "family",
+        "dtype",
+        "max_length",
+        "instruction",
+        "long_document",
+        "chunk_overlap",
+        "quantize",
+    )
     return {
         "kind": "finerank batch rerank",
         "input": _fingerprint(path),
@@ -474,8 +478,11 @@ def batch_rerank(
     path, out = Path(input_path), Path(output_dir)
     table = read_pairs(path)
     plan = plan_parts(table, part_size)
-    options = {"part_size": part_size, "max_tokens_per_doc": max_tokens_per_doc,
-               "keep_documents": keep_documents}
+    options = {
+        "part_size": part_size,
+        "max_tokens_per_doc": max_tokens_per_doc,
+        "keep_documents": keep_documents,
+    }
     _prepare_output(out, _job_description(path, table, plan, settings, options), overwrite)
 
     done = [p for p in range(plan.num_parts) if part_path(out, p).exists()]
@@ -485,11 +492,22 @@ def batch_rerank(
     scored, actor_seconds = 0, 0.0
     if pending:
         actor_seconds, scored, new_failures = _run_pending(
-            table, plan, pending, out, settings,
-            batch_size=batch_size, actors=actors, cpus_per_actor=cpus_per_actor,
-            gpus_per_actor=gpus_per_actor, max_tokens_per_doc=max_tokens_per_doc,
-            keep_documents=keep_documents, ray_address=ray_address, progress=progress,
-            parts_done=len(done), pairs_done=pairs_done, started=started,
+            table,
+            plan,
+            pending,
+            out,
+            settings,
+            batch_size=batch_size,
+            actors=actors,
+            cpus_per_actor=cpus_per_actor,
+            gpus_per_actor=gpus_per_actor,
+            max_tokens_per_doc=max_tokens_per_doc,
+            keep_documents=keep_documents,
+            ray_address=ray_address,
+            progress=progress,
+            parts_done=len(done),
+            pairs_done=pairs_done,
+            started=started,
         )
         failures += new_failures
     seconds = time.perf_counter() - started
@@ -579,8 +597,9 @@ def _run_pending(
             where = where[fresh]
             seen[part][where] = True
             logits[part][where] = batch_logits[mask][fresh]
-            for i, error in zip(where, np.asarray(batch_errors, dtype=object)[mask][fresh],
-                                strict=True):
+            for i, error in zip(
+                where, np.asarray(batch_errors, dtype=object)[mask][fresh], strict=True
+            ):
                 errors[part][i] = error
             remaining[part] -= len(where)
             if remaining[part] == 0:
@@ -592,8 +611,16 @@ def _run_pending(
                 pairs_done += len(plan.rows(part))
                 if progress is not None:
                     elapsed = time.perf_counter() - started
-                    progress(Progress(parts_done, plan.num_parts, pairs_done, table.num_rows,
-                                      elapsed, scored / elapsed if elapsed else 0.0))
+                    progress(
+                        Progress(
+                            parts_done,
+                            plan.num_parts,
+                            pairs_done,
+                            table.num_rows,
+                            elapsed,
+                            scored / elapsed if elapsed else 0.0,
+                        )
+                    )
     if any(remaining.values()):  # pragma: no cover - Ray Data lost rows without an error
         missing = sorted(p for p, n in remaining.items() if n)
         raise RuntimeError(f"parts {missing} did not get all their scores; re-run to resume")

@@ -128,9 +128,9 @@ def build_application(
     if gpus_per_replica > 0 and settings.device == "auto":
         settings = settings.model_copy(update={"device": "cuda"})
     # Keep the name clients send ("tiny" for --model ./tiny) while the path becomes absolute.
-    settings = absolute_paths(settings.model_copy(
-        update={"served_model_name": settings.public_model_name}
-    ))
+    settings = absolute_paths(
+        settings.model_copy(update={"served_model_name": settings.public_model_name})
+    )
     deployment = serve.deployment(
         FinerankReplica,
         name="finerank",
@@ -175,9 +175,7 @@ def run_ray_server(
 
     from finerank.distributed.cluster import ensure_ray
 
-    application = build_application(
-        settings, scaling=scaling, gpus_per_replica=gpus_per_replica
-    )
+    application = build_application(settings, scaling=scaling, gpus_per_replica=gpus_per_replica)
     ensure_ray(ray_address)
     url = start(application, settings)
     what = (

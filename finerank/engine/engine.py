@@ -102,9 +102,7 @@ def validate_documents(documents: object) -> list[str]:
         raise TypeError(f"documents must be a list of strings, got {type(documents).__name__}")
     for index, document in enumerate(documents):
         if not isinstance(document, str):
-            raise TypeError(
-                f"documents[{index}] must be a string, got {type(document).__name__}"
-            )
+            raise TypeError(f"documents[{index}] must be a string, got {type(document).__name__}")
     return list(documents)
 
 
@@ -209,9 +207,7 @@ class ScoringEngine:
                 torch.cuda.empty_cache()
             # Halve and retry: never drop a pair.
             half = len(members) // 2
-            return self._forward(_subpack(members[:half])) + self._forward(
-                _subpack(members[half:])
-            )
+            return self._forward(_subpack(members[:half])) + self._forward(_subpack(members[half:]))
 
     def score_request(
         self,
@@ -245,8 +241,7 @@ class ScoringEngine:
                     self.run(prepared.items), return_documents=return_documents
                 )
                 results.extend(
-                    dataclasses.replace(result, index=result.index + start)
-                    for result in collected
+                    dataclasses.replace(result, index=result.index + start) for result in collected
                 )
         return results
 

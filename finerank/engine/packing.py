@@ -68,7 +68,7 @@ def plan_packs(
             else:
                 group.members.append((i, tail))
         if len(group.members) == 1:
-            (i, _), = group.members
+            ((i, _),) = group.members
             groups.append(PackGroup([], [(i, list(items[i].ids))]))
         elif group.members:
             groups.append(group)

@@ -78,7 +78,8 @@ class EvalReport:
             "",
             f"First stage: `{s.get('first_stage')}` (recall_k={s.get('recall_k')})"
             + (f", embedding model `{s['embedding_model']}`" if s.get("embedding_model") else ""),
-            f"Reranker: `{s['model']}` on the top {s.get('rerank_k')}" if s.get("model")
+            f"Reranker: `{s['model']}` on the top {s.get('rerank_k')}"
+            if s.get("model")
             else "Reranker: none (first stage only)",
             "",
         ]
@@ -154,8 +155,9 @@ def compute_metrics(
         run_dict[query_id] = rank_scores(ids) if ids else {"\x00no-candidate": 0.0}
     qrels_obj, run_obj = Qrels(qrels), Run(run_dict)
     means = evaluate(qrels_obj, run_obj, list(METRICS), make_comparable=True)
-    per_query_values = evaluate(qrels_obj, run_obj, list(METRICS), return_mean=False,
-                                make_comparable=True)
+    per_query_values = evaluate(
+        qrels_obj, run_obj, list(METRICS), return_mean=False, make_comparable=True
+    )
     query_ids = list(run_obj.keys())
     per_query = {
         query_id: {m: float(per_query_values[m][i]) for m in METRICS}

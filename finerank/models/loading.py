@@ -15,8 +15,14 @@ from finerank.errors import ModelLoadError, UnsupportedModelError
 Family = Literal["qwen3", "seq-cls"]
 FAMILIES: tuple[str, ...] = ("qwen3", "seq-cls")
 _WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "model*.bin")
-_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "sentencepiece.bpe.model",
-                    "spiece.model", "tokenizer.model")
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.json",
+    "vocab.txt",
+    "sentencepiece.bpe.model",
+    "spiece.model",
+    "tokenizer.model",
+)
 
 
 @dataclass(frozen=True)
@@ -140,9 +146,13 @@ def pick_device(device: str = "auto") -> torch.device:
 
 
 _DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
 }
 
 
@@ -158,9 +168,7 @@ def pick_dtype(
     elif dtype in _DTYPES:
         resolved = _DTYPES[dtype]
     else:
-        raise ModelLoadError(
-            f"invalid dtype {dtype!r}: use auto, float32, bfloat16 or float16"
-        )
+        raise ModelLoadError(f"invalid dtype {dtype!r}: use auto, float32, bfloat16 or float16")
     if resolved == torch.float16 and device.type == "cpu":
         raise ModelLoadError("float16 is only supported on CUDA; use bfloat16 or float32 on CPU")
     return resolved

@@ -81,8 +81,7 @@ def encode_qwen3_pairs(
     encoded = encode_truncated(tokenizer, [head + doc for doc in documents], budget)
     key = (query, instruction)
     return [
-        EncodedPair(template.prefix_ids + tuple(ids) + template.suffix_ids, key)
-        for ids in encoded
+        EncodedPair(template.prefix_ids + tuple(ids) + template.suffix_ids, key) for ids in encoded
     ]
 
 
@@ -116,8 +115,9 @@ def encode_truncated(tokenizer, texts: list[str], budget: int) -> list[list[int]
     if pre is None:
         cuts = {i: len(text) for i, text in enumerate(texts)}
     else:
-        added_len = max((len(t.content) for t in backend.get_added_tokens_decoder().values()),
-                        default=0)
+        added_len = max(
+            (len(t.content) for t in backend.get_added_tokens_decoder().values()), default=0
+        )
     while pending:
         whole = [i for i in pending if cuts[i] >= len(texts[i])]
         cut = [i for i in pending if cuts[i] < len(texts[i])]
@@ -133,10 +133,13 @@ def encode_truncated(tokenizer, texts: list[str], budget: int) -> list[list[int]
             return_attention_mask=False,
             return_offsets_mapping=True,
         )
-        for i, row, offsets in zip(cut, encoded["input_ids"], encoded["offset_mapping"],
-                                   strict=True):
-            if len(row) > budget and _stable_tokens(pre, texts[i][: cuts[i]], offsets,
-                                                    added_len) >= budget:
+        for i, row, offsets in zip(
+            cut, encoded["input_ids"], encoded["offset_mapping"], strict=True
+        ):
+            if (
+                len(row) > budget
+                and _stable_tokens(pre, texts[i][: cuts[i]], offsets, added_len) >= budget
+            ):
                 results[i] = list(row[:budget])
             else:
                 cuts[i] *= 2
@@ -406,9 +409,13 @@ class PackedDecoder:
                 ks = k.index_select(0, group.k_index).view(count, group.k_len, *k.shape[1:])
                 vs = v.index_select(0, group.k_index).view(count, group.k_len, *v.shape[1:])
             result = F.scaled_dot_product_attention(
-                qs.transpose(1, 2), ks.transpose(1, 2), vs.transpose(1, 2),
-                attn_mask=group.mask, is_causal=group.mask is None,
-                scale=self.scaling, enable_gqa=gqa,
+                qs.transpose(1, 2),
+                ks.transpose(1, 2),
+                vs.transpose(1, 2),
+                attn_mask=group.mask,
+                is_causal=group.mask is None,
+                scale=self.scaling,
+                enable_gqa=gqa,
             ).transpose(1, 2)  # [count, rows, H, d]
             if group.full_causal:
                 result = result[:, rows - group.q_len :]
@@ -424,8 +431,15 @@ class PackedDecoder:
         # flash-attention's causal mask is bottom-right aligned when a run has more keys than
         # queries, which is exactly "prefix, then the tail causally"
         return self._varlen(
-            q, k, v, layout.cu_seq_q, layout.cu_seq_k, layout.max_q, layout.max_k,
-            scale=self.scaling, window_size=(-1, 0),
+            q,
+            k,
+            v,
+            layout.cu_seq_q,
+            layout.cu_seq_k,
+            layout.max_q,
+            layout.max_k,
+            scale=self.scaling,
+            window_size=(-1, 0),
             enable_gqa=self.num_heads != self.num_kv_heads,
         )
 

@@ -12,9 +12,7 @@ QWEN3_SYSTEM_PREFIX = (
     "<|im_start|>user\n"
 )
 QWEN3_ASSISTANT_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
-DEFAULT_INSTRUCTION = (
-    "Given a web search query, retrieve relevant passages that answer the query"
-)
+DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
 YES_TOKEN = "yes"
 NO_TOKEN = "no"
 

@@ -124,9 +124,7 @@ class Bm25Encoder:
         terms = analyze(text)
         counts = Counter(token_id(term) for term in terms)
         norm = self.k1 * (1 - self.b + self.b * len(terms) / max(self.avg_doc_length, 1e-9))
-        return _to_sparse(
-            {tid: tf * (self.k1 + 1) / (tf + norm) for tid, tf in counts.items()}
-        )
+        return _to_sparse({tid: tf * (self.k1 + 1) / (tf + norm) for tid, tf in counts.items()})
 
     @staticmethod
     def query_vector(text: str) -> SparseVector:

@@ -213,8 +213,11 @@ class MarkdownChunker:
         self.window = WindowChunker(max_tokens, overlap)
 
     def config(self) -> dict[str, Any]:
-        return {"name": self.name, "max_tokens": self.window.max_tokens,
-                "overlap": self.window.overlap}
+        return {
+            "name": self.name,
+            "max_tokens": self.window.max_tokens,
+            "overlap": self.window.overlap,
+        }
 
     def chunk(self, document: Document) -> list[Chunk]:
         text = document.text
@@ -242,8 +245,20 @@ class MarkdownChunker:
 
 # --- legal -------------------------------------------------------------------------------
 
-_CN_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5,
-              "六": 6, "七": 7, "八": 8, "九": 9}
+_CN_DIGITS = {
+    "零": 0,
+    "〇": 0,
+    "一": 1,
+    "二": 2,
+    "两": 2,
+    "三": 3,
+    "四": 4,
+    "五": 5,
+    "六": 6,
+    "七": 7,
+    "八": 8,
+    "九": 9,
+}
 _CN_UNITS = {"十": 10, "百": 100, "千": 1000}
 _NUM = "零〇一二两三四五六七八九十百千"
 _ARTICLE = re.compile(rf"^[ \t\u3000]*(第([{_NUM}]+)条(?:之([{_NUM}]+))?)(?:[ \t\u3000]+|$)", re.M)
@@ -373,14 +388,27 @@ class LegalChunker:
                     chapter, section = name, None
                 else:
                     section = name
-            metadata = {**document.metadata, "law": law, "article_no": number,
-                        "article_cn": article_cn, "chapter": chapter, "section": section}
+            metadata = {
+                **document.metadata,
+                "law": law,
+                "article_no": number,
+                "article_cn": article_cn,
+                "chapter": chapter,
+                "section": section,
+            }
             context = " ".join(part for part in (law, chapter, section) if part)
             parts = self._split(_paragraphs(text, start, end))
             for index, group in enumerate(parts, start=1):
                 part_meta = {**metadata, "part": index} if len(parts) > 1 else metadata
-                chunks.append(Chunk("\n".join(p for _, _, p in group), group[0][0],
-                                    group[-1][1], context, part_meta))
+                chunks.append(
+                    Chunk(
+                        "\n".join(p for _, _, p in group),
+                        group[0][0],
+                        group[-1][1],
+                        context,
+                        part_meta,
+                    )
+                )
         return chunks
 
     def _prechunked(self, document: Document, law: str) -> list[Chunk]:
@@ -393,8 +421,7 @@ class LegalChunker:
         context = f"{law} {context}".strip()
         prefix = str(meta.get("article_cn") or "")
         text = clean_legal_text(document.text[span[0] : span[1]])
-        return [Chunk(f"{prefix} {text}" if prefix else text, span[0], span[1], context,
-                      metadata)]
+        return [Chunk(f"{prefix} {text}" if prefix else text, span[0], span[1], context, metadata)]
 
     def _article_spans(self, text: str) -> list[tuple[int, int, str, int]]:
         matches = [(m, chinese_number(m.group(2))) for m in _ARTICLE.finditer(text)]

@@ -269,8 +269,9 @@ class SentenceTransformerEmbedder(Embedder):
         self.source = str(path)
         torch_device = pick_device(device)
         try:
-            self.model = SentenceTransformer(str(self.path), device=str(torch_device),
-                                             local_files_only=True)
+            self.model = SentenceTransformer(
+                str(self.path), device=str(torch_device), local_files_only=True
+            )
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"cannot load sentence-transformers model {path}: {exc}") from exc
         self.batch_size = batch_size
@@ -288,8 +289,11 @@ class SentenceTransformerEmbedder(Embedder):
             return np.zeros((0, dimensions or self.max_dimension), dtype=np.float32)
         with self._lock:
             matrix = self.model.encode(
-                texts, batch_size=self.batch_size, convert_to_numpy=True,
-                show_progress_bar=False, prompt_name=prompt_name,
+                texts,
+                batch_size=self.batch_size,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+                prompt_name=prompt_name,
             )
         return _normalise(np.asarray(matrix, dtype=np.float32), dimensions)
 
@@ -374,8 +378,10 @@ class RemoteEmbedder(Embedder):
 
     def _embed(self, texts: list[str], dimensions: int | None) -> np.ndarray:
         dimensions = dimensions or self.default_dimensions
-        parts = [self._request(texts[i : i + self.batch_size], dimensions)
-                 for i in range(0, len(texts), self.batch_size)]
+        parts = [
+            self._request(texts[i : i + self.batch_size], dimensions)
+            for i in range(0, len(texts), self.batch_size)
+        ]
         if not parts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         return _normalise(np.concatenate(parts), None)

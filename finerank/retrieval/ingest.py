@@ -76,7 +76,8 @@ def _read_text(path: Path) -> str:
 
 def _scalar_metadata(record: dict[str, Any], skip: set[str]) -> dict[str, Any]:
     return {
-        key: value for key, value in record.items()
+        key: value
+        for key, value in record.items()
         if key not in skip and (value is None or isinstance(value, (str, int, float, bool, list)))
     }
 
@@ -128,9 +129,35 @@ def load_pdf(path: Path) -> list[Document]:
     return [Document(str(path), "\n\n".join(pages), metadata, str(path))]
 
 
-_HTML_BLOCKS = ["p", "div", "h1", "h2", "h3", "h4", "h5", "h6", "li", "tr", "td", "th", "pre",
-                "blockquote", "section", "article", "header", "footer", "ul", "ol", "dt", "dd",
-                "table", "main", "aside", "nav", "figcaption"]
+_HTML_BLOCKS = [
+    "p",
+    "div",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "li",
+    "tr",
+    "td",
+    "th",
+    "pre",
+    "blockquote",
+    "section",
+    "article",
+    "header",
+    "footer",
+    "ul",
+    "ol",
+    "dt",
+    "dd",
+    "table",
+    "main",
+    "aside",
+    "nav",
+    "figcaption",
+]
 
 
 def load_html(path: Path) -> list[Document]:
@@ -208,9 +235,15 @@ def chunk_records(document: Document, chunker: Chunker) -> list[ChunkRecord]:
     for index, chunk in enumerate(chunker.chunk(document)):
         cid = chunk_id(document.source, chunker.name, chunk)
         payload = {
-            "chunk_id": cid, "text": chunk.text, "context": chunk.context,
-            "source": document.source, "file": file, "start": chunk.start, "end": chunk.end,
-            "chunk_index": index, "metadata": chunk.metadata,
+            "chunk_id": cid,
+            "text": chunk.text,
+            "context": chunk.context,
+            "source": document.source,
+            "file": file,
+            "start": chunk.start,
+            "end": chunk.end,
+            "chunk_index": index,
+            "metadata": chunk.metadata,
         }
         records.append(ChunkRecord(cid, file, chunk.indexed_text, payload))
     return records
@@ -223,8 +256,12 @@ def build_points(
     texts = [record.indexed_text for record in records]
     dense = embedder.embed_documents(texts) if embedder is not None and texts else None
     return [
-        StoredPoint(record.chunk_id, record.payload, encoder.document_vector(record.indexed_text),
-                    None if dense is None else dense[i])
+        StoredPoint(
+            record.chunk_id,
+            record.payload,
+            encoder.document_vector(record.indexed_text),
+            None if dense is None else dense[i],
+        )
         for i, record in enumerate(records)
     ]
 
@@ -284,8 +321,14 @@ def ingest(
     for path in _progress(files, progress, "reading files", "file"):
         documents.extend(load_file(path))
     report = ingest_documents(
-        documents, store=store, collection=collection, chunker=chunker, embedder=embedder,
-        batch_size=batch_size, progress=progress, files=[str(f) for f in files],
+        documents,
+        store=store,
+        collection=collection,
+        chunker=chunker,
+        embedder=embedder,
+        batch_size=batch_size,
+        progress=progress,
+        files=[str(f) for f in files],
     )
     return report
 

@@ -22,8 +22,14 @@ from finerank.retrieval.store import MODES, CollectionSpec, Mode, StoredHit, Vec
 class SupportsRerank(Protocol):
     """A :class:`finerank.Reranker` or anything with the same ``rerank`` signature."""
 
-    def rerank(self, query: str, documents: Sequence[str], *, instruction: str | None = None,
-               top_n: int | None = None) -> list: ...
+    def rerank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        instruction: str | None = None,
+        top_n: int | None = None,
+    ) -> list: ...
 
 
 @dataclass
@@ -62,9 +68,13 @@ class SearchResponse:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "query": self.query, "collection": self.collection, "mode": self.mode,
-            "candidates": self.candidates, "reranked": self.reranked,
-            "timings_ms": self.timings_ms, "hits": [hit.to_dict() for hit in self.hits],
+            "query": self.query,
+            "collection": self.collection,
+            "mode": self.mode,
+            "candidates": self.candidates,
+            "reranked": self.reranked,
+            "timings_ms": self.timings_ms,
+            "hits": [hit.to_dict() for hit in self.hits],
         }
 
 
@@ -107,8 +117,14 @@ class SearchService:
         ``bm25`` needs no embedder. ``instruction`` goes into the query embedding (Qwen3
         embedders use it; others ignore it).
         """
-        return self.recall_batch(collection, [query], mode=mode, recall_k=recall_k,
-                                 filters=filters, instruction=instruction)[0]
+        return self.recall_batch(
+            collection,
+            [query],
+            mode=mode,
+            recall_k=recall_k,
+            filters=filters,
+            instruction=instruction,
+        )[0]
 
     def recall_batch(
         self,
@@ -141,14 +157,19 @@ class SearchService:
             dense = self._query_vectors(collection, spec, list(queries), instruction)
         return [
             self.store.query(
-                collection, mode=mode, limit=recall_k, dense=vector, filters=filters,
+                collection,
+                mode=mode,
+                limit=recall_k,
+                dense=vector,
+                filters=filters,
                 sparse=Bm25Encoder.query_vector(query) if mode in ("bm25", "hybrid") else None,
             )
             for query, vector in zip(queries, dense, strict=True)
         ]
 
-    def _query_vectors(self, collection: str, spec: CollectionSpec, queries: list[str],
-                       instruction: str | None):
+    def _query_vectors(
+        self, collection: str, spec: CollectionSpec, queries: list[str], instruction: str | None
+    ):
         if spec.embedding_model is None:
             raise InvalidInputError(
                 f"collection {collection!r} has no dense vectors (built without an embedding "
@@ -196,8 +217,14 @@ class SearchService:
         _check_positive("top_n", top_n)
         _check_positive("rerank_k", rerank_k)
         started = time.perf_counter()
-        candidates = self.recall(collection, query, mode=mode, recall_k=recall_k,
-                                 filters=filters, instruction=instruction)
+        candidates = self.recall(
+            collection,
+            query,
+            mode=mode,
+            recall_k=recall_k,
+            filters=filters,
+            instruction=instruction,
+        )
         recalled = time.perf_counter()
         hits = [_hit(candidate) for candidate in candidates]
         reranked = 0
@@ -209,10 +236,16 @@ class SearchService:
             reranked = limit
         finished = time.perf_counter()
         return SearchResponse(
-            query=query, collection=collection, mode=mode, hits=hits[:top_n],
-            candidates=len(candidates), reranked=reranked,
-            timings_ms={"first_stage": round((recalled - started) * 1000, 2),
-                        "rerank": round((finished - recalled) * 1000, 2)},
+            query=query,
+            collection=collection,
+            mode=mode,
+            hits=hits[:top_n],
+            candidates=len(candidates),
+            reranked=reranked,
+            timings_ms={
+                "first_stage": round((recalled - started) * 1000, 2),
+                "rerank": round((finished - recalled) * 1000, 2),
+            },
         )
 
 
@@ -235,9 +268,13 @@ def apply_rerank(hits: list[SearchHit], results: Sequence, limit: int) -> list[S
 def _hit(stored: StoredHit) -> SearchHit:
     payload = stored.payload
     return SearchHit(
-        chunk_id=stored.chunk_id, text=payload.get("text", ""),
-        context=payload.get("context", ""), source=payload.get("source", ""),
-        start=int(payload.get("start", 0)), end=int(payload.get("end", 0)),
+        chunk_id=stored.chunk_id,
+        text=payload.get("text", ""),
+        context=payload.get("context", ""),
+        source=payload.get("source", ""),
+        start=int(payload.get("start", 0)),
+        end=int(payload.get("end", 0)),
         metadata=dict(payload.get("metadata") or {}),
-        first_stage_rank=stored.rank, first_stage_score=stored.score,
+        first_stage_rank=stored.rank,
+        first_stage_score=stored.score,
     )

@@ -37,8 +37,7 @@ TOP_LEVEL_FIELDS = ("source", "file", "chunk_id")
 
 
 def default_data_dir() -> Path:
-    """``<user data dir>/finerank/qdrant`` (platformdirs), e.g. ``~/.local/share/finerank/qdrant``.
-    """
+    """``<user data dir>/finerank/qdrant`` (platformdirs), e.g. ``~/.local/share/finerank/qdrant``."""
     from platformdirs import user_data_dir
 
     return Path(user_data_dir("finerank", appauthor=False)) / "qdrant"
@@ -80,8 +79,12 @@ class CollectionSpec:
             "embedding_source": self.embedding_source,
             "dimension": self.dimension,
             "chunker": self.chunker,
-            "bm25": {"avg_doc_length": self.avg_doc_length, "k1": self.k1, "b": self.b,
-                     "analyzer": self.analyzer},
+            "bm25": {
+                "avg_doc_length": self.avg_doc_length,
+                "k1": self.k1,
+                "b": self.b,
+                "analyzer": self.analyzer,
+            },
         }
 
     @classmethod
@@ -112,9 +115,13 @@ class CollectionInfo:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape the CLI and the HTTP API print."""
-        return {"name": self.name, "points": self.points,
-                "embedding_model": self.spec.embedding_model, "dimension": self.spec.dimension,
-                "chunker": self.spec.chunker}
+        return {
+            "name": self.name,
+            "points": self.points,
+            "embedding_model": self.spec.embedding_model,
+            "dimension": self.spec.dimension,
+            "chunker": self.spec.chunker,
+        }
 
 
 @dataclass
@@ -219,8 +226,9 @@ class VectorStore:
 
     @classmethod
     def from_settings(cls, settings) -> VectorStore:
-        return cls.open(data_dir=settings.data_dir, url=settings.qdrant_url,
-                        api_key=settings.qdrant_api_key)
+        return cls.open(
+            data_dir=settings.data_dir, url=settings.qdrant_url, api_key=settings.qdrant_api_key
+        )
 
     @property
     def is_local(self) -> bool:
@@ -265,14 +273,13 @@ class VectorStore:
         check_collection_name(name)
         vectors = {}
         if spec.dimension:
-            vectors[DENSE] = models.VectorParams(size=spec.dimension,
-                                                 distance=models.Distance.COSINE)
+            vectors[DENSE] = models.VectorParams(
+                size=spec.dimension, distance=models.Distance.COSINE
+            )
         self.client.create_collection(
             name,
             vectors_config=vectors,
-            sparse_vectors_config={
-                SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)
-            },
+            sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
             metadata=spec.to_metadata(),
         )
         if not self.is_local:  # local mode has no payload indexes (and warns about them)
@@ -320,7 +327,10 @@ class VectorStore:
         offset = None
         while True:
             points, offset = self.client.scroll(
-                name, limit=2048, offset=offset, with_payload=["file", "chunk_id"],
+                name,
+                limit=2048,
+                offset=offset,
+                with_payload=["file", "chunk_id"],
                 with_vectors=False,
             )
             for point in points:
@@ -335,13 +345,17 @@ class VectorStore:
         structs = []
         for point in points:
             vectors: dict[str, Any] = {
-                SPARSE: models.SparseVector(indices=point.sparse.indices,
-                                            values=point.sparse.values)
+                SPARSE: models.SparseVector(
+                    indices=point.sparse.indices, values=point.sparse.values
+                )
             }
             if point.dense is not None:
                 vectors[DENSE] = [float(x) for x in point.dense]
-            structs.append(models.PointStruct(id=point_id(point.chunk_id), vector=vectors,
-                                              payload=point.payload))
+            structs.append(
+                models.PointStruct(
+                    id=point_id(point.chunk_id), vector=vectors, payload=point.payload
+                )
+            )
         if structs:
             self._tune_local(name)
             self.client.upsert(name, points=structs, wait=True)
@@ -386,31 +400,42 @@ class VectorStore:
         has_sparse = sparse is not None and len(sparse.indices) > 0
         sparse_query = (
             models.SparseVector(indices=sparse.indices, values=sparse.values)
-            if has_sparse else None
+            if has_sparse
+            else None
         )
         dense_query = [float(x) for x in dense] if dense is not None else None
         if mode == "bm25" or (mode == "hybrid" and dense_query is None):
             if not has_sparse:
                 return []
             response = self.client.query_points(
-                name, query=sparse_query, using=SPARSE, limit=limit, query_filter=query_filter,
+                name,
+                query=sparse_query,
+                using=SPARSE,
+                limit=limit,
+                query_filter=query_filter,
                 with_payload=True,
             )
         elif mode == "dense" or not has_sparse:
             if dense_query is None:
                 raise InvalidInputError("dense search needs a query embedding")
             response = self.client.query_points(
-                name, query=dense_query, using=DENSE, limit=limit, query_filter=query_filter,
+                name,
+                query=dense_query,
+                using=DENSE,
+                limit=limit,
+                query_filter=query_filter,
                 with_payload=True,
             )
         elif mode == "hybrid":
             response = self.client.query_points(
                 name,
                 prefetch=[
-                    models.Prefetch(query=sparse_query, using=SPARSE, limit=limit,
-                                    filter=query_filter),
-                    models.Prefetch(query=dense_query, using=DENSE, limit=limit,
-                                    filter=query_filter),
+                    models.Prefetch(
+                        query=sparse_query, using=SPARSE, limit=limit, filter=query_filter
+                    ),
+                    models.Prefetch(
+                        query=dense_query, using=DENSE, limit=limit, filter=query_filter
+                    ),
                 ],
                 query=models.FusionQuery(fusion=models.Fusion.RRF),
                 limit=limit,
@@ -420,7 +445,11 @@ class VectorStore:
         else:
             raise InvalidInputError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
         return [
-            StoredHit(rank=rank, score=float(point.score), chunk_id=point.payload["chunk_id"],
-                      payload=dict(point.payload))
+            StoredHit(
+                rank=rank,
+                score=float(point.score),
+                chunk_id=point.payload["chunk_id"],
+                payload=dict(point.payload),
+            )
             for rank, point in enumerate(response.points, start=1)
         ]

@@ -85,8 +85,11 @@ def build_blocks(backend: UIBackend, *, collection: str | None = None) -> gr.Blo
         try:
             documents, origin = parse_documents(documents_text, upload)
             results = await backend.rerank(
-                query or "", documents, instruction=(instruction or "").strip() or None,
-                top_n=_top_n(top_n), long_document=long_document,
+                query or "",
+                documents,
+                instruction=(instruction or "").strip() or None,
+                top_n=_top_n(top_n),
+                long_document=long_document,
             )
         except (FinerankError, ValueError, TypeError, OSError) as exc:
             return render.message(str(exc))
@@ -112,8 +115,12 @@ def build_blocks(backend: UIBackend, *, collection: str | None = None) -> gr.Blo
     async def do_search(name, query, instruction, mode, recall_k, top_n):
         try:
             outcome = await backend.search(
-                name or "", query or "", instruction=(instruction or "").strip() or None,
-                mode=mode, recall_k=int(recall_k or 50), top_n=int(top_n or 10),
+                name or "",
+                query or "",
+                instruction=(instruction or "").strip() or None,
+                mode=mode,
+                recall_k=int(recall_k or 50),
+                top_n=int(top_n or 10),
             )
         except (FinerankError, ValueError, TypeError, OSError) as exc:
             return render.message(str(exc))
@@ -130,29 +137,46 @@ def build_blocks(backend: UIBackend, *, collection: str | None = None) -> gr.Blo
             with gr.Tab("Rerank", id="rerank"):
                 with gr.Row():
                     with gr.Column(scale=1):
-                        query = gr.Textbox(label="Query", value=ex["query"], lines=2,
-                                           elem_id="fr-query")
+                        query = gr.Textbox(
+                            label="Query", value=ex["query"], lines=2, elem_id="fr-query"
+                        )
                         instruction = gr.Textbox(
-                            label="Instruction", value=ex["instruction"], lines=2,
+                            label="Instruction",
+                            value=ex["instruction"],
+                            lines=2,
                             elem_id="fr-instruction",
                             info=f"Empty = the default: {DEFAULT_INSTRUCTION}",
                         )
                         documents = gr.Textbox(
-                            label="Documents (one per line)", value=example_documents(),
-                            lines=10, max_lines=30, elem_id="fr-documents",
+                            label="Documents (one per line)",
+                            value=example_documents(),
+                            lines=10,
+                            max_lines=30,
+                            elem_id="fr-documents",
                         )
-                        upload = gr.File(label="…or upload a .txt / .jsonl (replaces the box)",
-                                         file_types=[".txt", ".jsonl"], type="filepath",
-                                         elem_id="fr-upload")
+                        upload = gr.File(
+                            label="…or upload a .txt / .jsonl (replaces the box)",
+                            file_types=[".txt", ".jsonl"],
+                            type="filepath",
+                            elem_id="fr-upload",
+                        )
                         with gr.Row():
-                            top_n = gr.Number(label="top_n (0 = all)", value=0,
-                                              precision=0, minimum=0, elem_id="fr-top-n")
-                            long_document = gr.Radio(
-                                ["truncate", "chunk"], value="truncate",
-                                label="Long documents", elem_id="fr-long-document",
+                            top_n = gr.Number(
+                                label="top_n (0 = all)",
+                                value=0,
+                                precision=0,
+                                minimum=0,
+                                elem_id="fr-top-n",
                             )
-                        rerank_button = gr.Button("Rerank", variant="primary",
-                                                  elem_id="fr-rerank-button")
+                            long_document = gr.Radio(
+                                ["truncate", "chunk"],
+                                value="truncate",
+                                label="Long documents",
+                                elem_id="fr-long-document",
+                            )
+                        rerank_button = gr.Button(
+                            "Rerank", variant="primary", elem_id="fr-rerank-button"
+                        )
                     with gr.Column(scale=1):
                         rerank_output = gr.HTML(elem_id="fr-rerank-output")
                 rerank_button.click(
@@ -162,27 +186,38 @@ def build_blocks(backend: UIBackend, *, collection: str | None = None) -> gr.Blo
                 )
             with gr.Tab("Search", id="search"):
                 with gr.Row():
-                    collection_box = gr.Dropdown(label="Collection", choices=[],
-                                                 elem_id="fr-collection", scale=3)
+                    collection_box = gr.Dropdown(
+                        label="Collection", choices=[], elem_id="fr-collection", scale=3
+                    )
                     refresh = gr.Button("Refresh", elem_id="fr-refresh", scale=1)
-                search_query = gr.Textbox(label="Query", value=ex["query"], lines=2,
-                                          elem_id="fr-search-query")
-                search_instruction = gr.Textbox(label="Instruction", value=ex["instruction"],
-                                                elem_id="fr-search-instruction")
+                search_query = gr.Textbox(
+                    label="Query", value=ex["query"], lines=2, elem_id="fr-search-query"
+                )
+                search_instruction = gr.Textbox(
+                    label="Instruction", value=ex["instruction"], elem_id="fr-search-instruction"
+                )
                 with gr.Row():
-                    mode = gr.Radio(list(SEARCH_MODES), value="bm25", label="Recall mode",
-                                    elem_id="fr-mode")
-                    recall_k = gr.Number(label="recall_k", value=50, precision=0, minimum=1,
-                                         elem_id="fr-recall-k")
-                    search_top_n = gr.Number(label="shown", value=10, precision=0, minimum=1,
-                                             elem_id="fr-search-top-n")
-                search_button = gr.Button("Search", variant="primary",
-                                          elem_id="fr-search-button")
+                    mode = gr.Radio(
+                        list(SEARCH_MODES), value="bm25", label="Recall mode", elem_id="fr-mode"
+                    )
+                    recall_k = gr.Number(
+                        label="recall_k", value=50, precision=0, minimum=1, elem_id="fr-recall-k"
+                    )
+                    search_top_n = gr.Number(
+                        label="shown", value=10, precision=0, minimum=1, elem_id="fr-search-top-n"
+                    )
+                search_button = gr.Button("Search", variant="primary", elem_id="fr-search-button")
                 search_output = gr.HTML(elem_id="fr-search-output")
                 search_button.click(
                     do_search,
-                    [collection_box, search_query, search_instruction, mode, recall_k,
-                     search_top_n],
+                    [
+                        collection_box,
+                        search_query,
+                        search_instruction,
+                        mode,
+                        recall_k,
+                        search_top_n,
+                    ],
                     search_output,
                 )
                 refresh.click(refresh_collections, None, [collection_box, search_output])
@@ -221,14 +256,22 @@ def mount_ui(
     import gradio as gr
 
     if retrieval is None:
+
         def retrieval() -> Any:
             return getattr(app.state, "retrieval", None)
 
     backend = UIBackend(service, settings, retrieval=retrieval)
     blocks = build_blocks(backend, collection=collection)
     gr.mount_gradio_app(
-        app, blocks, path=path, theme=_theme(), css=render.CSS, footer_links=[],
-        server_name=settings.host, server_port=settings.port, ssr_mode=False,
+        app,
+        blocks,
+        path=path,
+        theme=_theme(),
+        css=render.CSS,
+        footer_links=[],
+        server_name=settings.host,
+        server_port=settings.port,
+        ssr_mode=False,
     )
     app.state.ui_backend = backend
     return backend
@@ -251,6 +294,7 @@ def create_ui_app(settings: Settings, *, collection: str | None = None) -> FastA
 
         loader = None
         if service is not None:
+
             async def load() -> None:
                 try:
                     await asyncio.to_thread(service.start)
@@ -273,6 +317,7 @@ def create_ui_app(settings: Settings, *, collection: str | None = None) -> FastA
     async def root() -> RedirectResponse:
         return RedirectResponse("/ui/")
 
-    holder["backend"] = mount_ui(app, service, settings, collection=collection,
-                                 retrieval=lambda: None)
+    holder["backend"] = mount_ui(
+        app, service, settings, collection=collection, retrieval=lambda: None
+    )
     return app

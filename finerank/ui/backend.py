@@ -192,8 +192,13 @@ class UIBackend:
         state = self._retrieval()
         response = await state.run(
             lambda: state.search.search(
-                collection, query, mode=mode, recall_k=recall_k, top_n=recall_k,
-                instruction=instruction or None, rerank=False,
+                collection,
+                query,
+                mode=mode,
+                recall_k=recall_k,
+                top_n=recall_k,
+                instruction=instruction or None,
+                rerank=False,
             )
         )
         first_stage = list(response.hits)
@@ -202,8 +207,9 @@ class UIBackend:
             texts = [rerank_text(hit) for hit in first_stage]
             outcome = await service.rerank(query, texts, instruction=instruction or None)
             reranked = apply_rerank(list(first_stage), outcome.results, len(first_stage))
-        return SearchOutcome(first_stage[:top_n], reranked[:top_n], len(first_stage),
-                             len(first_stage))
+        return SearchOutcome(
+            first_stage[:top_n], reranked[:top_n], len(first_stage), len(first_stage)
+        )
 
     def close(self) -> None:
         if self._own is not None:

@@ -128,7 +128,9 @@ def search_columns(
     )
     right = "".join(
         _hit_card(
-            hit, rank, movement(hit.first_stage_rank, rank, shown),
+            hit,
+            rank,
+            movement(hit.first_stage_rank, rank, shown),
             score_bar(hit.rerank_score or 0.0),
         )
         for rank, hit in enumerate(reranked, start=1)

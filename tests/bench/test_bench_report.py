@@ -17,13 +17,37 @@ from finerank.cli import app
 @pytest.fixture(scope="module")
 def report_dir(qwen3_reranker_dir, shared_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench-report")
-    result = CliRunner().invoke(app, [
-        "bench", "--model", str(qwen3_reranker_dir), "--device", "cpu", "--dtypes", "float32",
-        "--report", str(out), "--data", str(shared_data), "--seed-docs", "3",
-        "--lengths", "32,64", "--sweep-tokens", "32", "--batch-sizes", "1,2",
-        "--batch-length", "32", "--memory-lengths", "64,128", "--reference-batch-size", "2",
-        "--no-int8",
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "--model",
+            str(qwen3_reranker_dir),
+            "--device",
+            "cpu",
+            "--dtypes",
+            "float32",
+            "--report",
+            str(out),
+            "--data",
+            str(shared_data),
+            "--seed-docs",
+            "3",
+            "--lengths",
+            "32,64",
+            "--sweep-tokens",
+            "32",
+            "--batch-sizes",
+            "1,2",
+            "--batch-length",
+            "32",
+            "--memory-lengths",
+            "64,128",
+            "--reference-batch-size",
+            "2",
+            "--no-int8",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "seed speed ratio vs reference, float32" in result.output
     return out
@@ -47,10 +71,14 @@ def test_summary_numbers_match_json(report_dir):
         if value is not None:
             assert math.isclose(float(cell), value, rel_tol=1e-3, abs_tol=1e-12), metric
     metrics = {m for m, _, _ in table}
-    for needed in ("model load time (s), float32", "batch-1 latency p50 (ms)",
-                   "seed tokens/s, float32", "seed speed ratio vs reference, float32",
-                   "seed peak memory above weights (MB), float32",
-                   "largest batch at 32K context (extrapolated)"):
+    for needed in (
+        "model load time (s), float32",
+        "batch-1 latency p50 (ms)",
+        "seed tokens/s, float32",
+        "seed speed ratio vs reference, float32",
+        "seed peak memory above weights (MB), float32",
+        "largest batch at 32K context (extrapolated)",
+    ):
         assert needed in metrics
 
 
@@ -59,7 +87,8 @@ def test_json_content_is_consistent(report_dir):
     seed = result["seed"]["float32"]
     assert seed["pairs"] == 3 and seed["max_abs_diff"] <= 1e-5  # finerank == reference, fp32
     assert seed["ratio"] == pytest.approx(
-        seed["finerank"]["pairs_per_s"] / seed["reference"]["pairs_per_s"], rel=1e-2)
+        seed["finerank"]["pairs_per_s"] / seed["reference"]["pairs_per_s"], rel=1e-2
+    )
     assert [row["length"] for row in result["length_sweep"]] == [32, 64]
     assert [row["batch_size"] for row in result["batch_sweep"]] == [1, 2]
     assert [p["length"] for p in result["memory"]["points"]] == [64, 128]
@@ -70,8 +99,7 @@ def test_json_content_is_consistent(report_dir):
 def test_bad_options_are_clear_errors(tmp_path):
     result = CliRunner().invoke(app, ["bench", "--lengths", "12,abc", "--report", str(tmp_path)])
     assert result.exit_code == 2 and "--lengths" in result.output
-    result = CliRunner().invoke(app, ["bench", "--phases", "seed,warp", "--report",
-                                      str(tmp_path)])
+    result = CliRunner().invoke(app, ["bench", "--phases", "seed,warp", "--report", str(tmp_path)])
     assert result.exit_code == 2 and "warp" in result.output
 
 

@@ -17,8 +17,18 @@ def test_rerank_json_matches_python_api(qwen3_reranker_dir, qwen3_reranker, tmp_
     docs_file.write_text("\n".join(json.dumps({"text": d, "id": i}) for i, d in enumerate(docs)))
     result = runner.invoke(
         app,
-        ["rerank", "--model", str(qwen3_reranker_dir), "--query", "罚款", "--docs-file",
-         str(docs_file), "--json", "--device", "cpu"],
+        [
+            "rerank",
+            "--model",
+            str(qwen3_reranker_dir),
+            "--query",
+            "罚款",
+            "--docs-file",
+            str(docs_file),
+            "--json",
+            "--device",
+            "cpu",
+        ],
     )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
@@ -35,8 +45,19 @@ def test_rerank_table_with_plain_lines_and_top_n(qwen3_reranker_dir, tmp_path):
     docs_file.write_text("first line\n\nsecond line\nthird line\n")
     result = runner.invoke(
         app,
-        ["rerank", "-m", str(qwen3_reranker_dir), "-q", "line", "-f", str(docs_file),
-         "--doc", "extra", "--top-n", "2"],
+        [
+            "rerank",
+            "-m",
+            str(qwen3_reranker_dir),
+            "-q",
+            "line",
+            "-f",
+            str(docs_file),
+            "--doc",
+            "extra",
+            "--top-n",
+            "2",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "4 documents" in result.stdout

@@ -9,8 +9,24 @@ from pathlib import Path
 import pytest
 
 WORDS = [
-    "contract", "law", "court", "article", "river", "sky", "tax", "labour", "property",
-    "marriage", "company", "criminal", "civil", "appeal", "evidence", "judge", "fine", "prison",
+    "contract",
+    "law",
+    "court",
+    "article",
+    "river",
+    "sky",
+    "tax",
+    "labour",
+    "property",
+    "marriage",
+    "company",
+    "criminal",
+    "civil",
+    "appeal",
+    "evidence",
+    "judge",
+    "fine",
+    "prison",
 ]
 
 

@@ -11,8 +11,11 @@ from finerank.retrieval.ingest import ingest
 from finerank.retrieval.store import DENSE, SPARSE, VectorStore
 
 # Small on purpose: the tiny embedder runs at a few chunks/s on the shared 2-core test machine.
-LAW_EXCERPTS = {"data_security_law_2021.md": 2500, "cybersecurity_law_2016.md": 2000,
-                "cybersecurity_law_2025_pages.jsonl": None}
+LAW_EXCERPTS = {
+    "data_security_law_2021.md": 2500,
+    "cybersecurity_law_2016.md": 2000,
+    "cybersecurity_law_2025_pages.jsonl": None,
+}
 
 
 def snapshot(data_dir, collection: str) -> tuple[dict, dict]:
@@ -22,8 +25,9 @@ def snapshot(data_dir, collection: str) -> tuple[dict, dict]:
         metadata = store.client.get_collection(collection).config.metadata
         points, offset = {}, None
         while True:
-            batch, offset = store.client.scroll(collection, limit=512, offset=offset,
-                                                with_payload=True, with_vectors=True)
+            batch, offset = store.client.scroll(
+                collection, limit=512, offset=offset, with_payload=True, with_vectors=True
+            )
             for p in batch:
                 sparse = p.vector[SPARSE]
                 points[str(p.id)] = (p.payload, (sparse.indices, sparse.values), p.vector[DENSE])
@@ -66,19 +70,41 @@ def test_batch_index_builds_the_same_collection_as_index(
     def single_process():
         store = VectorStore.open(data_dir=tmp_path / "single")
         try:
-            return ingest([corpus], store=store, collection="laws", chunker=chunker,
-                          embedder=embedder, progress=False)
+            return ingest(
+                [corpus],
+                store=store,
+                collection="laws",
+                chunker=chunker,
+                embedder=embedder,
+                progress=False,
+            )
         finally:
             store.close()
 
     def batch(*extra: str):
         from finerank.cli import app
 
-        result = CliRunner().invoke(app, [
-            "batch", "index", str(corpus), "--collection", "laws", "--chunker", "legal",
-            "--embedding-model", str(qwen3_embedding_dir), "--device", "cpu",
-            "--dtype", "float32", "--data-dir", str(tmp_path / "ray"), *extra,
-        ])
+        result = CliRunner().invoke(
+            app,
+            [
+                "batch",
+                "index",
+                str(corpus),
+                "--collection",
+                "laws",
+                "--chunker",
+                "legal",
+                "--embedding-model",
+                str(qwen3_embedding_dir),
+                "--device",
+                "cpu",
+                "--dtype",
+                "float32",
+                "--data-dir",
+                str(tmp_path / "ray"),
+                *extra,
+            ],
+        )
         assert result.exit_code == 0, result.output
         return result.stdout
 
@@ -86,17 +112,20 @@ def test_batch_index_builds_the_same_collection_as_index(
     out = batch()
     assert reference.added > 20 and f"{reference.added} added" in out
     assert f"{reference.files} files, {reference.documents} documents" in out
-    assert_same_collection(snapshot(tmp_path / "ray", "laws"),
-                           snapshot(tmp_path / "single", "laws"))
+    assert_same_collection(
+        snapshot(tmp_path / "ray", "laws"), snapshot(tmp_path / "single", "laws")
+    )
 
     # A changed file: both paths write its new chunks and drop the stale ones, the same way.
     changed = corpus / "data_security_law_2021.md"
-    changed.write_text(changed.read_text(encoding="utf-8").replace("数据", "资料", 5),
-                       encoding="utf-8")
+    changed.write_text(
+        changed.read_text(encoding="utf-8").replace("数据", "资料", 5), encoding="utf-8"
+    )
     again = single_process()
     # 4 files: one changed, one empty (never counted as unchanged), two unchanged
     assert again.added > 0 and again.deleted > 0 and again.unchanged_files == 2
     out = batch("--batch-size", "16")
     assert f"{again.added} added, {again.deleted} deleted, 2 files unchanged" in out
-    assert_same_collection(snapshot(tmp_path / "ray", "laws"),
-                           snapshot(tmp_path / "single", "laws"))
+    assert_same_collection(
+        snapshot(tmp_path / "ray", "laws"), snapshot(tmp_path / "single", "laws")
+    )

@@ -44,8 +44,9 @@ def read_output(out) -> pa.Table:
 def assert_matches(table: pa.Table, expected: dict[str, tuple[float, int]]) -> None:
     ids = table["id"].to_pylist()
     assert len(ids) == len(set(ids)) == len(expected), "every pair exactly once"
-    for id_, score, rank in zip(ids, table["score"].to_pylist(), table["rank"].to_pylist(),
-                                strict=True):
+    for id_, score, rank in zip(
+        ids, table["score"].to_pylist(), table["rank"].to_pylist(), strict=True
+    ):
         assert score == pytest.approx(expected[id_][0], abs=1e-6), id_
         assert rank == expected[id_][1], id_
 
@@ -79,8 +80,12 @@ def test_bad_inputs_say_what_to_fix(tmp_path):
     with pytest.raises(InvalidInputError, match="missing column.*document"):
         read_pairs(write_jsonl(tmp_path / "a.jsonl", [{"query": "q", "text": "d"}]))
     with pytest.raises(InvalidInputError, match="row 1 has no document"):
-        read_pairs(write_jsonl(tmp_path / "b.jsonl", [{"query": "q", "document": "d"},
-                                                       {"query": "q", "document": None}]))
+        read_pairs(
+            write_jsonl(
+                tmp_path / "b.jsonl",
+                [{"query": "q", "document": "d"}, {"query": "q", "document": None}],
+            )
+        )
     with pytest.raises(InvalidInputError, match="'document' must hold strings"):
         read_pairs(write_jsonl(tmp_path / "c.jsonl", [{"query": "q", "document": 3}]))
     (tmp_path / "d.csv").write_text("query,document\n")
@@ -91,8 +96,10 @@ def test_bad_inputs_say_what_to_fix(tmp_path):
 
     from finerank.cli import app
 
-    result = CliRunner().invoke(app, ["batch", "rerank", str(tmp_path / "a.jsonl"),
-                                      str(tmp_path / "out"), "--model", "unused"])
+    result = CliRunner().invoke(
+        app,
+        ["batch", "rerank", str(tmp_path / "a.jsonl"), str(tmp_path / "out"), "--model", "unused"],
+    )
     assert result.exit_code == 2 and "missing column(s) document" in result.output
 
 
@@ -108,8 +115,9 @@ def test_one_failing_pair_costs_one_error_row(qwen3_reranker_dir, qwen3_reranker
 
     monkeypatch.setattr(scorer.reranker.backend, "encode", encode_failing_on_poison)
     docs = ["contract law", "POISON pill", "river sky", "court appeal"]
-    batch = pa.table({"_part": [0] * 4, "_row": [0, 1, 2, 3], "query": ["law"] * 4,
-                      "document": docs})
+    batch = pa.table(
+        {"_part": [0] * 4, "_row": [0, 1, 2, 3], "query": ["law"] * 4, "document": docs}
+    )
     out = scorer(batch)
     errors = out["error"].to_pylist()
     assert [e is not None for e in errors] == [False, True, False, False]
@@ -140,8 +148,9 @@ def test_interrupted_job_resumes_and_equals_in_process_scores(
         raise Interrupted
 
     with pytest.raises(Interrupted):
-        batch_rerank(source, out, settings, part_size=15, batch_size=16,
-                     progress=stop_after_first_part)
+        batch_rerank(
+            source, out, settings, part_size=15, batch_size=16, progress=stop_after_first_part
+        )
     written = sorted(out.glob("part-*.parquet"))
     assert len(written) == 1 and not (out / SUCCESS_FILE).exists()
     first_part = pq.read_table(written[0])
@@ -150,13 +159,28 @@ def test_interrupted_job_resumes_and_equals_in_process_scores(
 
     from finerank.cli import app
 
-    result = CliRunner().invoke(app, [
-        "batch", "rerank", str(source), str(out), "--model", str(qwen3_reranker_dir),
-        "--device", "cpu", "--dtype", "float32", "--part-size", "15", "--batch-size", "16",
-        "--json",
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "batch",
+            "rerank",
+            str(source),
+            str(out),
+            "--model",
+            str(qwen3_reranker_dir),
+            "--device",
+            "cpu",
+            "--dtype",
+            "float32",
+            "--part-size",
+            "15",
+            "--batch-size",
+            "16",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout[result.stdout.index("{"):])
+    summary = json.loads(result.stdout[result.stdout.index("{") :])
     plan_sizes = [len(pq.read_table(p)) for p in sorted(out.glob("part-*.parquet"))]
     assert summary["parts_skipped"] == 1 and summary["parts"] == len(plan_sizes) > 2
     assert summary["pairs_scored"] == len(rows) - first_part.num_rows
@@ -182,8 +206,13 @@ def test_output_of_another_job_is_not_mixed(tmp_path, qwen3_reranker_dir):
     plan = plan_parts(table, 10)
     from finerank.distributed.batch_rerank import _job_description
 
-    job = _job_description(source, table, plan, settings, {"part_size": 10,
-                           "max_tokens_per_doc": None, "keep_documents": False})
+    job = _job_description(
+        source,
+        table,
+        plan,
+        settings,
+        {"part_size": 10, "max_tokens_per_doc": None, "keep_documents": False},
+    )
     (out / JOB_FILE).write_text(json.dumps(job))
     # Same output dir, different scoring settings: refuse instead of mixing two jobs.
     with pytest.raises(ConflictError, match=r"differs in: settings\)"):

@@ -20,16 +20,43 @@ DOCS = [
 TEXTS = [d if isinstance(d, str) else d["text"] for d in DOCS]
 # (method, path, body): every rerank dialect, the score route, and the ops routes.
 CALLS = [
-    ("POST", "/v2/rerank", {"model": "tiny", "query": "contract law", "documents": TEXTS,
-                            "top_n": 3, "return_documents": True}),
-    ("POST", "/v1/rerank", {"query": "criminal appeal", "documents": DOCS,
-                            "instruction": "Find the court that hears the case"}),
+    (
+        "POST",
+        "/v2/rerank",
+        {
+            "model": "tiny",
+            "query": "contract law",
+            "documents": TEXTS,
+            "top_n": 3,
+            "return_documents": True,
+        },
+    ),
+    (
+        "POST",
+        "/v1/rerank",
+        {
+            "query": "criminal appeal",
+            "documents": DOCS,
+            "instruction": "Find the court that hears the case",
+        },
+    ),
     ("POST", "/rerank", {"query": "workers", "documents": DOCS, "top_k": 2}),
-    ("POST", "/rerank", {"query": "workers", "texts": TEXTS, "raw_scores": True,
-                         "return_text": True}),
+    (
+        "POST",
+        "/rerank",
+        {"query": "workers", "texts": TEXTS, "raw_scores": True, "return_text": True},
+    ),
     ("POST", "/v1/score", {"model": "tiny", "text_1": "contract", "text_2": TEXTS}),
-    ("POST", "/v1/rerank", {"query": "long", "documents": [" ".join(TEXTS) * 4],
-                            "long_document": "chunk", "max_tokens_per_doc": 40}),
+    (
+        "POST",
+        "/v1/rerank",
+        {
+            "query": "long",
+            "documents": [" ".join(TEXTS) * 4],
+            "long_document": "chunk",
+            "max_tokens_per_doc": 40,
+        },
+    ),
     ("GET", "/health", None),
     ("POST", "/v1/rerank", {"query": "no documents"}),  # 422 naming the field
     ("POST", "/v1/rerank", {"model": "other", "query": "q", "documents": ["d"]}),  # 404
@@ -81,18 +108,25 @@ def assert_same(got, expected) -> None:
 
 
 @pytest.mark.ray
-def test_ray_serve_answers_like_the_in_process_server(ray_cluster, qwen3_reranker_dir,
-                                                      qwen3_reranker):
+def test_ray_serve_answers_like_the_in_process_server(
+    ray_cluster, qwen3_reranker_dir, qwen3_reranker
+):
     from ray import serve
 
     from finerank.distributed.serve import Scaling, build_application, free_port, start
 
-    settings = Settings(model=str(qwen3_reranker_dir), served_model_name="tiny", device="cpu",
-                        dtype="float32", port=free_port())
+    settings = Settings(
+        model=str(qwen3_reranker_dir),
+        served_model_name="tiny",
+        device="cpu",
+        dtype="float32",
+        port=free_port(),
+    )
     # Autoscaling from 2 (to 3) replicas: two replicas serve, through the autoscaling config.
     # (Fixed --replicas N is the same deployment with num_replicas; see test_scaling_flags.)
-    application = build_application(settings, scaling=Scaling.parse(None, "2:3"),
-                                    cpus_per_replica=0.5)
+    application = build_application(
+        settings, scaling=Scaling.parse(None, "2:3"), cpus_per_replica=0.5
+    )
     try:
         url = start(application, settings)
         replicas = serve.status().applications["finerank"].deployments["finerank"]
@@ -135,9 +169,11 @@ def test_scaling_flags():
 def test_serve_cli_rejects_ray_flags_without_ray(qwen3_reranker_dir):
     from finerank.cli import app
 
-    result = CliRunner().invoke(app, ["serve", "--model", str(qwen3_reranker_dir),
-                                      "--replicas", "2"])
+    result = CliRunner().invoke(
+        app, ["serve", "--model", str(qwen3_reranker_dir), "--replicas", "2"]
+    )
     assert result.exit_code == 2 and "need --ray" in result.output
-    result = CliRunner().invoke(app, ["serve", "--ray", "--model", str(qwen3_reranker_dir),
-                                      "--autoscale", "4:1"])
+    result = CliRunner().invoke(
+        app, ["serve", "--ray", "--model", str(qwen3_reranker_dir), "--autoscale", "4:1"]
+    )
     assert result.exit_code == 2 and "MIN <= MAX" in result.output

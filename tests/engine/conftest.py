@@ -12,8 +12,8 @@ INSTRUCTION = "判断文档是否提及对非法入侵行为的处罚。"
 
 def sentences(count: int, start: int = 0) -> str:
     return " ".join(
-        f"Sentence {i}: 网络运营者 must protect data number {i * 7 % 13}." for i in
-        range(start, start + count)
+        f"Sentence {i}: 网络运营者 must protect data number {i * 7 % 13}."
+        for i in range(start, start + count)
     )
 
 

@@ -18,8 +18,12 @@ def emulated_varlen(q, k, v, cu_q, cu_k, max_q, max_k, *, scale, window_size, en
         qs, qe, ks, ke = int(cu_q[i]), int(cu_q[i + 1]), int(cu_k[i]), int(cu_k[i + 1])
         mask = torch.ones(qe - qs, ke - ks, dtype=torch.bool).tril(diagonal=(ke - ks) - (qe - qs))
         out[qs:qe] = F.scaled_dot_product_attention(
-            q[qs:qe].transpose(0, 1), k[ks:ke].transpose(0, 1), v[ks:ke].transpose(0, 1),
-            attn_mask=mask, scale=scale, enable_gqa=enable_gqa,
+            q[qs:qe].transpose(0, 1),
+            k[ks:ke].transpose(0, 1),
+            v[ks:ke].transpose(0, 1),
+            attn_mask=mask,
+            scale=scale,
+            enable_gqa=enable_gqa,
         ).transpose(0, 1)
     return out
 
@@ -40,8 +44,9 @@ def test_varlen_layout_matches_sdpa_path(qwen3_reranker, mixed_docs):
         layout = build_layout(pack, torch.device("cpu"))
         assert layout.kv_index is not None  # prefixes are shared: the gathered runs are used
         assert int(layout.cu_seq_q[-1]) == layout.num_tokens
-        torch.testing.assert_close(varlen.last_hidden(pack), sdpa.last_hidden(pack),
-                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            varlen.last_hidden(pack), sdpa.last_hidden(pack), atol=1e-5, rtol=1e-5
+        )
 
 
 def test_wrong_varlen_kernel_is_switched_off(qwen3_reranker, mixed_docs, monkeypatch):
@@ -59,8 +64,9 @@ def test_wrong_varlen_kernel_is_switched_off(qwen3_reranker, mixed_docs, monkeyp
 def test_layout_groups_equal_shapes():
     from finerank.models.base import Pack, PackGroup
 
-    pack = Pack([PackGroup([1, 2, 3], [(0, [4, 5]), (1, [6, 7]), (2, [8])]),
-                 PackGroup([], [(3, [9, 9])])])
+    pack = Pack(
+        [PackGroup([1, 2, 3], [(0, [4, 5]), (1, [6, 7]), (2, [8])]), PackGroup([], [(3, [9, 9])])]
+    )
     layout = build_layout(pack, torch.device("cpu"))
     shapes = sorted((g.q_len, g.k_len, len(g.q_starts)) for g in layout.groups)
     # prefix (3x3), two tails of 2 (2x5, batched), one tail of 1 (1x4), a lone sequence (2x2)
@@ -79,6 +85,8 @@ def test_long_tails_use_the_causal_kernel_short_ones_a_mask(qwen3_reranker):
     assert not by_len[2].full_causal and by_len[2].mask is not None
     # both ways give what each sequence gives alone
     decoder = PackedDecoder(qwen3_reranker.backend.decoder_model, attention="sdpa")
-    alone = [decoder.last_hidden(Pack([PackGroup([], [(0, list(range(10)) + tail)])]))
-             for tail in (list(range(50)), [7, 8])]
+    alone = [
+        decoder.last_hidden(Pack([PackGroup([], [(0, list(range(10)) + tail)])]))
+        for tail in (list(range(50)), [7, 8])
+    ]
     torch.testing.assert_close(decoder.last_hidden(pack), torch.cat(alone), atol=1e-5, rtol=1e-5)

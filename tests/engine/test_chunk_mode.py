@@ -41,12 +41,16 @@ def test_span_is_the_best_window_and_window_scores_are_standalone_scores(short_c
     results = short_context.rerank(QUERY, docs, long_document="chunk")
     by_index = {r.index: r for r in results}
     for index, doc in enumerate(docs):
-        windows = [(span, logit) for owner, span, logit in
-                   zip(prepared.owners, prepared.spans, logits, strict=True) if owner == index]
+        windows = [
+            (span, logit)
+            for owner, span, logit in zip(prepared.owners, prepared.spans, logits, strict=True)
+            if owner == index
+        ]
         # each window scores exactly like its text scored on its own (truncate mode, no cut)
         standalone = [short_context.rerank(QUERY, [doc[s:e]])[0].logit for (s, e), _ in windows]
-        assert max(abs(a - b) for a, b in
-                   zip(standalone, [w[1] for w in windows], strict=True)) <= TOL
+        assert (
+            max(abs(a - b) for a, b in zip(standalone, [w[1] for w in windows], strict=True)) <= TOL
+        )
         best = max(range(len(windows)), key=lambda i: standalone[i])
         assert by_index[index].span == windows[best][0]
         assert abs(by_index[index].logit - standalone[best]) <= TOL

@@ -20,7 +20,8 @@ def doc_32k(qwen3_reranker) -> str:
     tokenizer = qwen3_reranker.backend.tokenizer
     text = sentences(2600)
     offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)[
-        "offset_mapping"]
+        "offset_mapping"
+    ]
     assert len(offsets) > LONG
     return text[: offsets[LONG - 1][1]]
 
@@ -56,7 +57,8 @@ def test_32k_document_in_chunk_mode(qwen3_reranker, doc_32k):
 def test_100_documents_of_8k_tokens_run_in_bounded_memory(qwen3_reranker, doc_32k):
     tokenizer = qwen3_reranker.backend.tokenizer
     offsets = tokenizer(doc_32k, add_special_tokens=False, return_offsets_mapping=True)[
-        "offset_mapping"]
+        "offset_mapping"
+    ]
     docs = [doc_32k[offsets[i * 200][0] : offsets[i * 200 + 8191][1]] for i in range(100)]
     with PeakMemory(torch.device("cpu")) as mem:
         results = qwen3_reranker.rerank(QUERY, docs)

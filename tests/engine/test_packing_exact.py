@@ -40,8 +40,11 @@ def test_packed_unpacked_and_shared_prefix_agree(qwen3_reranker, mixed_docs):
 
 def test_many_queries_in_one_run_equal_separate_runs(qwen3_reranker, mixed_docs):
     engine = qwen3_reranker.engine
-    requests = [(QUERY, mixed_docs[:6], INSTRUCTION), ("another query", mixed_docs[3:], None),
-                ("", mixed_docs[::2], "x")]
+    requests = [
+        (QUERY, mixed_docs[:6], INSTRUCTION),
+        ("another query", mixed_docs[3:], None),
+        ("", mixed_docs[::2], "x"),
+    ]
     prepared = [engine.prepare(q, d, instruction=i) for q, d, i in requests]
     merged = engine.run([item for p in prepared for item in p.items])
     offset = 0

@@ -14,8 +14,22 @@ def test_eval_writes_json_and_markdown(small_beir, qwen3_reranker_dir, tmp_path)
     out = tmp_path / "report"
     result = runner.invoke(
         app,
-        ["eval", "--dataset", str(small_beir), "--model", str(qwen3_reranker_dir),
-         "--device", "cpu", "--recall-k", "5", "--rerank-k", "3", "--output", str(out), "--json"],
+        [
+            "eval",
+            "--dataset",
+            str(small_beir),
+            "--model",
+            str(qwen3_reranker_dir),
+            "--device",
+            "cpu",
+            "--recall-k",
+            "5",
+            "--rerank-k",
+            "3",
+            "--output",
+            str(out),
+            "--json",
+        ],
     )
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)
@@ -34,8 +48,9 @@ def test_eval_writes_json_and_markdown(small_beir, qwen3_reranker_dir, tmp_path)
 
 
 def test_eval_without_model_has_no_reranked_section(small_beir):
-    result = runner.invoke(app, ["eval", "--dataset", str(small_beir), "--json",
-                                 "--max-queries", "2"])
+    result = runner.invoke(
+        app, ["eval", "--dataset", str(small_beir), "--json", "--max-queries", "2"]
+    )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert "reranked" not in payload and payload["queries"] == 2
@@ -53,9 +68,21 @@ def test_eval_errors_are_one_line(small_beir, tmp_path):
 
 
 def test_eval_dense_first_stage_with_minilm(small_beir, minilm_model_dir):
-    result = runner.invoke(app, ["eval", "--dataset", str(small_beir), "--first-stage", "hybrid",
-                                 "--embedding-model", str(minilm_model_dir), "--device", "cpu",
-                                 "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "--dataset",
+            str(small_beir),
+            "--first-stage",
+            "hybrid",
+            "--embedding-model",
+            str(minilm_model_dir),
+            "--device",
+            "cpu",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert payload["settings"]["first_stage"] == "hybrid"

@@ -36,7 +36,8 @@ def test_directory_without_weights_names_what_is_missing(qwen3_reranker_dir, tmp
 def test_directory_without_tokenizer_names_what_is_missing(qwen3_reranker_dir, tmp_path):
     target = tmp_path / "no-tokenizer"
     shutil.copytree(
-        qwen3_reranker_dir, target,
+        qwen3_reranker_dir,
+        target,
         ignore=shutil.ignore_patterns("tokenizer*", "vocab.json", "merges.txt"),
     )
     with pytest.raises(ModelLoadError, match=r"missing: tokenizer files"):

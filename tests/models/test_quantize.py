@@ -25,7 +25,8 @@ def test_int8_scores_stay_close_to_fp32(qwen3_reranker_dir, qwen3_reranker):
 
 def test_int8_refuses_what_it_cannot_do(qwen3_reranker_dir):
     with pytest.raises(ModelLoadError, match="float32"):
-        Reranker.from_pretrained(qwen3_reranker_dir, device="cpu", dtype="bfloat16",
-                                 quantize="int8")
+        Reranker.from_pretrained(
+            qwen3_reranker_dir, device="cpu", dtype="bfloat16", quantize="int8"
+        )
     with pytest.raises(ModelLoadError, match="unknown quantization"):
         quantize_backend(object(), "int4")

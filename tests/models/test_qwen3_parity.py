@@ -9,7 +9,9 @@ from tests.reference import OfficialQwen3Reranker
 
 TOL = 1e-5
 LEGAL_QUERY = "非法获取敌公司的服务器数据并破坏服务器，应采取什么处置措施？罚款多少？"
-LEGAL_INSTRUCTION = "请依据中国现行法律条款，判断文档是否明确提及对非法入侵行为的行政处罚或刑事责任。"
+LEGAL_INSTRUCTION = (
+    "请依据中国现行法律条款，判断文档是否明确提及对非法入侵行为的行政处罚或刑事责任。"
+)
 LONG_DOC = " ".join(f"Sentence {i} about network operators and data." for i in range(120))
 
 CASES: list[tuple[str, str]] = [
@@ -17,8 +19,11 @@ CASES: list[tuple[str, str]] = [
     ("What is the capital of China?", "Gravity is a force that attracts two bodies."),
     ("Explain gravity", "Gravity is a force that attracts two bodies towards each other."),
     ("Explain gravity", ""),
-    (LEGAL_QUERY, "第六十三条 违反本法第二十七条规定，从事危害网络安全的活动，尚不构成犯罪的，"
-                  "由公安机关没收违法所得，处五日以下拘留，可以并处五万元以上五十万元以下罚款。"),
+    (
+        LEGAL_QUERY,
+        "第六十三条 违反本法第二十七条规定，从事危害网络安全的活动，尚不构成犯罪的，"
+        "由公安机关没收违法所得，处五日以下拘留，可以并处五万元以上五十万元以下罚款。",
+    ),
     (LEGAL_QUERY, "第一条 为了保障网络安全，维护网络空间主权和国家安全，制定本法。"),
     (LEGAL_QUERY, "The Cybersecurity Law 第二十七条 forbids illegal intrusion into networks."),
     ("GDPR 和 个人信息保护法 有何区别?", "个人信息保护法 (PIPL) applies to processing in China."),
@@ -66,8 +71,12 @@ def test_truncation_matches_official_code(qwen3_reranker_dir, max_length):
     official = OfficialQwen3Reranker(qwen3_reranker_dir, max_length=max_length)
     reranker = Reranker.from_pretrained(qwen3_reranker_dir, device="cpu", max_length=max_length)
     long_query = "why " * 300  # so long the document disappears at these lengths
-    cases = [("long", LONG_DOC), (long_query, "a short document"), ("q", "short"),
-             (LEGAL_QUERY, LONG_DOC + "第六十三条")]
+    cases = [
+        ("long", LONG_DOC),
+        (long_query, "a short document"),
+        ("q", "short"),
+        (LEGAL_QUERY, LONG_DOC + "第六十三条"),
+    ]
     expected = official.scores([q for q, _ in cases], [d for _, d in cases])
     got = reranker.score(cases)
     assert max(abs(a - b) for a, b in zip(expected, got, strict=True)) <= TOL

@@ -32,8 +32,11 @@ def converted_dir(qwen3_reranker_dir, tmp_path_factory):
 def test_conversion_matches_yes_no_reranker(converted_dir, qwen3_reranker):
     converted = Reranker.from_pretrained(converted_dir, device="cpu")
     assert converted.family == "seq-cls"
-    pairs = [("罚款多少", "第六十三条 处五万元以上五十万元以下罚款"), ("q", ""),
-             ("capital", "Beijing is the capital of China. " * 20)]
+    pairs = [
+        ("罚款多少", "第六十三条 处五万元以上五十万元以下罚款"),
+        ("q", ""),
+        ("capital", "Beijing is the capital of China. " * 20),
+    ]
     instruction = "Judge legal relevance"
     expected = qwen3_reranker.score_pairs(pairs, instruction=instruction)
     got = converted.score_pairs(pairs, instruction=instruction)

@@ -25,8 +25,12 @@ def direct(bert_cross_encoder_dir):
 
     def logits(pairs):
         batch = tokenizer(
-            [q for q, _ in pairs], [d for _, d in pairs],
-            padding=True, truncation="only_second", max_length=512, return_tensors="pt",
+            [q for q, _ in pairs],
+            [d for _, d in pairs],
+            padding=True,
+            truncation="only_second",
+            max_length=512,
+            return_tensors="pt",
         )
         with torch.no_grad():
             return model(**batch).logits[:, 0].tolist()

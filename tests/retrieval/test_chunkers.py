@@ -61,8 +61,10 @@ def test_2016_law_one_chunk_per_article_with_headings(laws, articles):
 
 
 def test_other_laws_article_counts(laws):
-    for name, expected in (("data_security_law_2021.md", 55),
-                           ("personal_information_protection_law_2021.md", 74)):
+    for name, expected in (
+        ("data_security_law_2021.md", 55),
+        ("personal_information_protection_law_2021.md", 74),
+    ):
         text = (laws / name).read_text(encoding="utf-8")
         chunks = LegalChunker().chunk(Document(name, text))
         assert [c.metadata["article_no"] for c in chunks] == list(range(1, expected + 1))
@@ -129,8 +131,13 @@ def test_markdown_heading_paths_and_offsets():
     )
     chunks = MarkdownChunker().chunk(Document("g.md", text, {"lang": "en"}))
     paths = [c.metadata["heading_path"] for c in chunks]
-    assert paths == [[], ["Guide"], ["Guide", "Install"], ["Guide", "Install", "Linux"],
-                     ["Guide", "Usage"]]
+    assert paths == [
+        [],
+        ["Guide"],
+        ["Guide", "Install"],
+        ["Guide", "Install", "Linux"],
+        ["Guide", "Usage"],
+    ]
     assert chunks[2].text == "Run `pip install`.\n\n```\n# not a heading\n```"
     assert chunks[3].context == "Guide > Install > Linux"
     assert all(text[c.start : c.end] == c.text for c in chunks)

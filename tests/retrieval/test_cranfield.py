@@ -81,9 +81,15 @@ def cranfield(shared_data, minilm, request):
     root = shared_data / "cranfield"
     cache = Path(request.config.cache.mkdir("finerank-cranfield-minilm"))
     store = VectorStore.memory()
-    report = ingest([root / "corpus.jsonl"], store=store, collection="cranfield",
-                    chunker=get_chunker("window"), embedder=CachedDocumentEmbedder(minilm, cache),
-                    batch_size=256, progress=False)
+    report = ingest(
+        [root / "corpus.jsonl"],
+        store=store,
+        collection="cranfield",
+        chunker=get_chunker("window"),
+        embedder=CachedDocumentEmbedder(minilm, cache),
+        batch_size=256,
+        progress=False,
+    )
     print(f"\ncranfield ingest: {report.summary()}")
     queries = [json.loads(line) for line in (root / "queries.jsonl").open(encoding="utf-8")]
     qrels: dict[str, dict[str, int]] = defaultdict(dict)
@@ -91,8 +97,13 @@ def cranfield(shared_data, minilm, request):
         query_id, doc_id, grade = line.split("\t")
         qrels[query_id][doc_id] = int(grade)
     queries = [q for q in queries if q["_id"] in qrels]
-    yield SimpleNamespace(store=store, service=SearchService(store, embedder=minilm),
-                          queries=queries, qrels=qrels, report=report)
+    yield SimpleNamespace(
+        store=store,
+        service=SearchService(store, embedder=minilm),
+        queries=queries,
+        qrels=qrels,
+        report=report,
+    )
     store.close()
 
 

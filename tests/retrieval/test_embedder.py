@@ -31,7 +31,8 @@ def official_qwen3_embeddings(path, texts: list[str], max_length: int = 8192) ->
 
     tokenizer = AutoTokenizer.from_pretrained(str(path), padding_side="left")
     tokenizer._tokenizer.post_processor = TemplateProcessing(
-        single="$A <|endoftext|>", pair="$A <|endoftext|> $B:1 <|endoftext|>:1",
+        single="$A <|endoftext|>",
+        pair="$A <|endoftext|> $B:1 <|endoftext|>:1",
         special_tokens=[("<|endoftext|>", 151643)],
     )
     model = AutoModel.from_pretrained(str(path), dtype=torch.float32).eval()
@@ -44,8 +45,9 @@ def official_qwen3_embeddings(path, texts: list[str], max_length: int = 8192) ->
         batch_size = last_hidden_states.shape[0]
         return last_hidden_states[torch.arange(batch_size), sequence_lengths]
 
-    batch = tokenizer(texts, padding=True, truncation=True, max_length=max_length,
-                      return_tensors="pt")
+    batch = tokenizer(
+        texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+    )
     with torch.no_grad():
         outputs = model(**batch)
     embeddings = last_token_pool(outputs.last_hidden_state, batch["attention_mask"])
@@ -54,8 +56,9 @@ def official_qwen3_embeddings(path, texts: list[str], max_length: int = 8192) ->
 
 @pytest.fixture(scope="module")
 def qwen3_embedder(qwen3_embedding_dir) -> Qwen3Embedder:
-    embedder = Embedder.from_pretrained(qwen3_embedding_dir, device="cpu", dtype="float32",
-                                        max_batch_tokens=64)
+    embedder = Embedder.from_pretrained(
+        qwen3_embedding_dir, device="cpu", dtype="float32", max_batch_tokens=64
+    )
     assert isinstance(embedder, Qwen3Embedder)
     return embedder
 
@@ -108,8 +111,9 @@ def test_qwen3_dir_with_sentence_transformers_config_stays_qwen3(qwen3_embedding
     import shutil
 
     copy = shutil.copytree(qwen3_embedding_dir, tmp_path / "qwen3-st")
-    (copy / "modules.json").write_text('[{"idx": 0, "name": "0", "path": "", '
-                                       '"type": "sentence_transformers.models.Transformer"}]')
+    (copy / "modules.json").write_text(
+        '[{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]'
+    )
     assert isinstance(Embedder.from_pretrained(copy, device="cpu"), Qwen3Embedder)
 
 

@@ -31,11 +31,20 @@ def _corpus(root):
         encoding="utf-8",
     )
     (root / "records.jsonl").write_text(
-        "\n".join(json.dumps(r, ensure_ascii=False) for r in (
-            {"_id": "d1", "title": "Wing flutter", "text": "Flutter of wings at high speed.",
-             "law": "none", "year": 1960},
-            {"_id": "d2", "text": "网络运营者应当履行网络安全保护义务。", "law": "网络安全法"},
-        )) + "\n",
+        "\n".join(
+            json.dumps(r, ensure_ascii=False)
+            for r in (
+                {
+                    "_id": "d1",
+                    "title": "Wing flutter",
+                    "text": "Flutter of wings at high speed.",
+                    "law": "none",
+                    "year": 1960,
+                },
+                {"_id": "d2", "text": "网络运营者应当履行网络安全保护义务。", "law": "网络安全法"},
+            )
+        )
+        + "\n",
         encoding="utf-8",
     )
     (root / "page.html").write_text(
@@ -54,8 +63,13 @@ def _corpus(root):
 def test_loaders(tmp_path):
     root = _corpus(tmp_path / "docs")
     files = iter_files([root])
-    assert [f.name for f in files] == ["guide.md", "notes.txt", "page.html", "paper.pdf",
-                                       "records.jsonl"]
+    assert [f.name for f in files] == [
+        "guide.md",
+        "notes.txt",
+        "page.html",
+        "paper.pdf",
+        "records.jsonl",
+    ]
     html = load_file(root / "page.html")[0]
     assert html.text == "Heading\nVisible bold paragraph."
     assert html.metadata == {"title": "Doc page"}
@@ -78,19 +92,37 @@ def test_loaders(tmp_path):
 def test_ingest_is_idempotent_and_replaces_changed_files(tmp_path, store, qwen3_embedder):
     root = _corpus(tmp_path / "docs")
     chunker = get_chunker("window", max_tokens=64)
-    first = ingest([root], store=store, collection="docs", chunker=chunker,
-                   embedder=qwen3_embedder, progress=False)
+    first = ingest(
+        [root],
+        store=store,
+        collection="docs",
+        chunker=chunker,
+        embedder=qwen3_embedder,
+        progress=False,
+    )
     assert first.files == 5 and first.added == first.chunks > 5 and first.deleted == 0
     assert store.info("docs").points == first.chunks
-    again = ingest([root], store=store, collection="docs", chunker=chunker,
-                   embedder=qwen3_embedder, progress=False)
+    again = ingest(
+        [root],
+        store=store,
+        collection="docs",
+        chunker=chunker,
+        embedder=qwen3_embedder,
+        progress=False,
+    )
     assert (again.added, again.deleted, again.unchanged_files) == (0, 0, 5)
 
     before = store.ids_by_file("docs")
     notes = str((root / "notes.txt").resolve())
     (root / "notes.txt").write_text("Completely new content about BM25.", encoding="utf-8")
-    changed = ingest([root], store=store, collection="docs", chunker=chunker,
-                     embedder=qwen3_embedder, progress=False)
+    changed = ingest(
+        [root],
+        store=store,
+        collection="docs",
+        chunker=chunker,
+        embedder=qwen3_embedder,
+        progress=False,
+    )
     assert changed.unchanged_files == 4 and changed.added == 1
     assert changed.deleted == len(before[notes])
     after = store.ids_by_file("docs")
@@ -107,8 +139,14 @@ def test_interrupted_ingest_converges(tmp_path, qwen3_embedder):
     chunker = get_chunker("window", max_tokens=16)
 
     reference = VectorStore.open(data_dir=tmp_path / "reference")
-    ingest([root], store=reference, collection="c", chunker=chunker, embedder=qwen3_embedder,
-           progress=False)
+    ingest(
+        [root],
+        store=reference,
+        collection="c",
+        chunker=chunker,
+        embedder=qwen3_embedder,
+        progress=False,
+    )
     expected = reference.ids_by_file("c")
     reference.close()
 
@@ -124,19 +162,41 @@ def test_interrupted_ingest_converges(tmp_path, qwen3_embedder):
     documents = [d for f in files for d in load_file(f)]
     store = VectorStore.open(data_dir=tmp_path / "killed")
     with pytest.raises(Killed):
-        ingest_documents(documents, store=store, collection="c", chunker=chunker,
-                         embedder=qwen3_embedder, batch_size=3, on_batch=kill_after_two,
-                         files=files)
+        ingest_documents(
+            documents,
+            store=store,
+            collection="c",
+            chunker=chunker,
+            embedder=qwen3_embedder,
+            batch_size=3,
+            on_batch=kill_after_two,
+            files=files,
+        )
     partial = store.ids_by_file("c")
     assert 0 < sum(map(len, partial.values())) < sum(map(len, expected.values()))
     store.close()  # the process "dies"; a new one re-runs the same command
     store = VectorStore.open(data_dir=tmp_path / "killed")
-    report = ingest([root], store=store, collection="c", chunker=chunker,
-                    embedder=qwen3_embedder, progress=False)
+    report = ingest(
+        [root],
+        store=store,
+        collection="c",
+        chunker=chunker,
+        embedder=qwen3_embedder,
+        progress=False,
+    )
     assert report.added == sum(map(len, expected.values())) - 6
     assert store.ids_by_file("c") == expected
-    assert ingest([root], store=store, collection="c", chunker=chunker, embedder=qwen3_embedder,
-                  progress=False).added == 0
+    assert (
+        ingest(
+            [root],
+            store=store,
+            collection="c",
+            chunker=chunker,
+            embedder=qwen3_embedder,
+            progress=False,
+        ).added
+        == 0
+    )
     store.close()
 
 
@@ -154,17 +214,24 @@ def test_chunk_ids_are_stable_and_content_addressed():
 
 def test_collection_records_model_and_chunker(tmp_path, store, qwen3_embedder, minilm):
     docs = [Document("x", "some text about wings", file="x")]
-    ingest_documents(docs, store=store, collection="c", chunker=get_chunker("window"),
-                     embedder=qwen3_embedder)
+    ingest_documents(
+        docs, store=store, collection="c", chunker=get_chunker("window"), embedder=qwen3_embedder
+    )
     spec = store.info("c").spec
     assert spec.embedding_model == qwen3_embedder.name and spec.dimension == 64
     assert spec.chunker == {"name": "window", "max_tokens": 256, "overlap": 0.125}
     with pytest.raises(ConflictError, match="embedding model"):
-        ingest_documents(docs, store=store, collection="c", chunker=get_chunker("window"),
-                         embedder=minilm)
+        ingest_documents(
+            docs, store=store, collection="c", chunker=get_chunker("window"), embedder=minilm
+        )
     with pytest.raises(ConflictError, match="chunker"):
-        ingest_documents(docs, store=store, collection="c", chunker=get_chunker("markdown"),
-                         embedder=qwen3_embedder)
+        ingest_documents(
+            docs,
+            store=store,
+            collection="c",
+            chunker=get_chunker("markdown"),
+            embedder=qwen3_embedder,
+        )
     with pytest.raises(ConflictError, match="query model"):
         SearchService(store, embedder=minilm).search("c", "wings", mode="dense")
     with pytest.raises(NotFoundError, match="does not exist"):
@@ -180,8 +247,11 @@ def test_filters_and_hybrid_on_laws(tmp_path, store, qwen3_embedder, shared_data
     laws = shared_data / "laws"
     report = ingest(
         [laws / "cybersecurity_law_2016.md", laws / "data_security_law_2021.md"],
-        store=store, collection="laws", chunker=get_chunker("legal"),
-        embedder=qwen3_embedder, progress=False,
+        store=store,
+        collection="laws",
+        chunker=get_chunker("legal"),
+        embedder=qwen3_embedder,
+        progress=False,
     )
     assert report.added == 79 + 55
     service = SearchService(store, embedder=qwen3_embedder)
@@ -189,18 +259,24 @@ def test_filters_and_hybrid_on_laws(tmp_path, store, qwen3_embedder, shared_data
     everything = service.recall("laws", query, mode="bm25", recall_k=200)
     laws_seen = {h.payload["metadata"]["law"] for h in everything}
     assert laws_seen == {"中华人民共和国网络安全法", "中华人民共和国数据安全法"}
-    only = service.recall("laws", query, mode="bm25", recall_k=200,
-                          filters={"law": "中华人民共和国数据安全法"})
+    only = service.recall(
+        "laws", query, mode="bm25", recall_k=200, filters={"law": "中华人民共和国数据安全法"}
+    )
     assert only and {h.payload["metadata"]["law"] for h in only} == {"中华人民共和国数据安全法"}
     assert len(only) < len(everything)
     # numbers given as strings match integer metadata; lists mean "any of"
-    picked = service.recall("laws", query, mode="hybrid", recall_k=50,
-                            filters={"article_no": ["63", "64"],
-                                     "law": "中华人民共和国网络安全法"})
+    picked = service.recall(
+        "laws",
+        query,
+        mode="hybrid",
+        recall_k=50,
+        filters={"article_no": ["63", "64"], "law": "中华人民共和国网络安全法"},
+    )
     assert sorted(h.payload["metadata"]["article_no"] for h in picked) == [63, 64]
     source = str((laws / "data_security_law_2021.md").resolve())
-    by_source = service.recall("laws", "数据", mode="dense", recall_k=500,
-                               filters={"source": source})
+    by_source = service.recall(
+        "laws", "数据", mode="dense", recall_k=500, filters={"source": source}
+    )
     assert len(by_source) == 55
     with pytest.raises(InvalidInputError, match="filter"):
         service.recall("laws", query, mode="bm25", filters={"law": 1.5})
@@ -241,8 +317,12 @@ def test_sigkilled_ingest_converges(tmp_path):
     expected = reference.ids_by_file("c")
 
     data = tmp_path / "killed"
-    killed = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(root), str(data)],
-                            capture_output=True, text=True, timeout=300)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_SCRIPT, str(root), str(data)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert killed.returncode == -9, killed.stderr
     store = VectorStore.open(data_dir=data)
     partial = sum(map(len, store.ids_by_file("c").values()))

@@ -15,23 +15,33 @@ from finerank.settings import Settings
 
 CSL, DSL = {"law": "网络安全法"}, {"law": "数据安全法"}
 ARTICLES = [
-    {"id": "a63", "metadata": CSL,
-     "text": "第六十三条 违反本法第二十七条规定，从事危害网络安全的活动，尚不构成犯罪的，"
-             "由公安机关没收违法所得，处五日以下拘留，可以并处五万元以上五十万元以下罚款。"},
+    {
+        "id": "a63",
+        "metadata": CSL,
+        "text": "第六十三条 违反本法第二十七条规定，从事危害网络安全的活动，尚不构成犯罪的，"
+        "由公安机关没收违法所得，处五日以下拘留，可以并处五万元以上五十万元以下罚款。",
+    },
     {"id": "a21", "metadata": CSL, "text": "第二十一条 国家实行网络安全等级保护制度。"},
-    {"id": "d45", "metadata": DSL,
-     "text": "第四十五条 开展数据处理活动的组织、个人不履行数据安全保护义务的，"
-             "处五万元以上五十万元以下罚款。"},
+    {
+        "id": "d45",
+        "metadata": DSL,
+        "text": "第四十五条 开展数据处理活动的组织、个人不履行数据安全保护义务的，"
+        "处五万元以上五十万元以下罚款。",
+    },
     "第一条 为了保障网络安全，制定本法。",
 ]
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory, qwen3_reranker_dir, qwen3_embedding_dir, qwen3_reranker):
-    settings = Settings(model=str(qwen3_reranker_dir), embedding_model=str(qwen3_embedding_dir),
-                        device="cpu", dtype="float32",
-                        data_dir=tmp_path_factory.mktemp("qdrant-server"),
-                        max_documents_per_request=10)
+    settings = Settings(
+        model=str(qwen3_reranker_dir),
+        embedding_model=str(qwen3_embedding_dir),
+        device="cpu",
+        dtype="float32",
+        data_dir=tmp_path_factory.mktemp("qdrant-server"),
+        max_documents_per_request=10,
+    )
     app = create_app(settings, RerankService(settings, reranker=qwen3_reranker))
     with TestClient(app) as test_client:
         yield test_client
@@ -49,15 +59,22 @@ def test_embeddings_openai_format(client, qwen3_embedder):
     np.testing.assert_allclose(vectors, reference.embed_documents(texts), atol=1e-6)
     assert body["usage"]["prompt_tokens"] == body["usage"]["total_tokens"] > 2
 
-    single = client.post("/v1/embeddings", json={
-        "input": "hello world", "model": reference.name, "dimensions": 16,
-        "encoding_format": "base64", "user": "ignored",
-    }).json()
+    single = client.post(
+        "/v1/embeddings",
+        json={
+            "input": "hello world",
+            "model": reference.name,
+            "dimensions": 16,
+            "encoding_format": "base64",
+            "user": "ignored",
+        },
+    ).json()
     decoded = np.frombuffer(base64.b64decode(single["data"][0]["embedding"]), dtype="<f4")
     expected = reference.embed_documents(["hello world"], dimensions=16)[0]
     np.testing.assert_allclose(decoded, expected, atol=1e-6)
-    query = client.post("/v1/embeddings", json={"input": ["q"], "input_type": "query",
-                                                "instruction": "Find laws"}).json()
+    query = client.post(
+        "/v1/embeddings", json={"input": ["q"], "input_type": "query", "instruction": "Find laws"}
+    ).json()
     expected = reference.embed_queries(["q"], instruction="Find laws")[0]
     np.testing.assert_allclose(query["data"][0]["embedding"], expected, atol=1e-6)
 
@@ -71,10 +88,14 @@ def test_remote_embedder_against_the_server(client, qwen3_embedder):
     remote = RemoteEmbedder("http://testserver/v1/", http_client=client, batch_size=2)
     assert remote.dimension == 64
     texts = ["a", "bb", "网络", "d", "e"]  # three requests of at most two texts
-    np.testing.assert_allclose(remote.embed_documents(texts), local.embed_documents(texts),
-                               atol=1e-6)
-    np.testing.assert_allclose(remote.embed_queries(["q"], instruction="Find laws"),
-                               local.embed_queries(["q"], instruction="Find laws"), atol=1e-6)
+    np.testing.assert_allclose(
+        remote.embed_documents(texts), local.embed_documents(texts), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        remote.embed_queries(["q"], instruction="Find laws"),
+        local.embed_queries(["q"], instruction="Find laws"),
+        atol=1e-6,
+    )
     with pytest.raises(ServiceUnavailableError, match="answered 404"):
         RemoteEmbedder("http://testserver", http_client=client, model="other")
 
@@ -97,15 +118,18 @@ def test_embeddings_bad_requests(client, body, status, needle):
 
 
 def test_documents_search_and_collections(client, qwen3_reranker):
-    added = client.post("/v1/collections/laws/documents",
-                        json={"documents": ARTICLES, "chunker": "legal"})
+    added = client.post(
+        "/v1/collections/laws/documents", json={"documents": ARTICLES, "chunker": "legal"}
+    )
     assert added.status_code == 200, added.text
     assert added.json()["added"] == 4
-    again = client.post("/v1/collections/laws/documents",
-                        json={"documents": ARTICLES, "chunker": "legal"}).json()
+    again = client.post(
+        "/v1/collections/laws/documents", json={"documents": ARTICLES, "chunker": "legal"}
+    ).json()
     assert (again["added"], again["unchanged_documents"]) == (0, 4)
-    conflict = client.post("/v1/collections/laws/documents",
-                           json={"documents": ["x"], "chunker": "window"})
+    conflict = client.post(
+        "/v1/collections/laws/documents", json={"documents": ["x"], "chunker": "window"}
+    )
     assert conflict.status_code == 409 and "chunker" in conflict.json()["error"]["message"]
 
     listed = client.get("/v1/collections").json()["collections"]
@@ -114,8 +138,9 @@ def test_documents_search_and_collections(client, qwen3_reranker):
     ]
 
     query = "非法入侵服务器罚款多少"
-    body = client.post("/v1/search", json={"collection": "laws", "query": query, "mode": "hybrid",
-                                           "top_n": 3}).json()
+    body = client.post(
+        "/v1/search", json={"collection": "laws", "query": query, "mode": "hybrid", "top_n": 3}
+    ).json()
     hits = body["hits"]
     assert body["candidates"] == 4 and body["reranked"] == 4 and len(hits) == 3
     scores = [h["rerank_score"] for h in hits]
@@ -126,9 +151,16 @@ def test_documents_search_and_collections(client, qwen3_reranker):
     np.testing.assert_allclose(sorted((r.score for r in direct), reverse=True), scores, rtol=1e-4)
     assert {h["first_stage_rank"] for h in hits} <= {1, 2, 3, 4}
 
-    plain = client.post("/v1/search", json={"collection": "laws", "query": "罚款", "mode": "bm25",
-                                            "rerank": False,
-                                            "filters": {"law": "数据安全法"}}).json()
+    plain = client.post(
+        "/v1/search",
+        json={
+            "collection": "laws",
+            "query": "罚款",
+            "mode": "bm25",
+            "rerank": False,
+            "filters": {"law": "数据安全法"},
+        },
+    ).json()
     assert [h["metadata"]["law"] for h in plain["hits"]] == ["数据安全法"]
     assert plain["hits"][0]["rerank_rank"] is None and plain["reranked"] == 0
 

@@ -15,13 +15,20 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO_ROOT / "artifacts"
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
 ]
 COLLECTION = "laws"
 # the Cybersecurity Law 2016 articles the collection holds
-ARTICLES = [f"CSL2016-{n:03d}" for n in (1, 8, 12, 21, 22, 27, 31, 41, 44, 46, 48, 59, 63, 64,
-                                           65, 67, 74, 76)]
+ARTICLES = [
+    f"CSL2016-{n:03d}"
+    for n in (1, 8, 12, 21, 22, 27, 31, 41, 44, 46, 48, 59, 63, 64, 65, 67, 74, 76)
+]
 
 
 def chromium_executable() -> str | None:
@@ -45,8 +52,13 @@ def law_collection(tmp_path_factory, shared_data) -> Path:
     source.write_text("".join(lines), encoding="utf-8")
     store = VectorStore.open(data_dir=root / "qdrant")
     try:
-        ingest([source], store=store, collection=COLLECTION, chunker=get_chunker("window"),
-               progress=False)
+        ingest(
+            [source],
+            store=store,
+            collection=COLLECTION,
+            chunker=get_chunker("window"),
+            progress=False,
+        )
     finally:
         store.close()
     return root / "qdrant"
@@ -67,13 +79,19 @@ def ui_server(qwen3_reranker, qwen3_reranker_dir, law_collection):
     from finerank.service import RerankService
     from finerank.settings import Settings
 
-    settings = Settings(model=str(qwen3_reranker_dir), ui=True, data_dir=law_collection,
-                        max_documents_per_request=30, port=_free_port())
+    settings = Settings(
+        model=str(qwen3_reranker_dir),
+        ui=True,
+        data_dir=law_collection,
+        max_documents_per_request=30,
+        port=_free_port(),
+    )
     service = RerankService(settings, reranker=qwen3_reranker)
     service.start()
     app = create_app(settings, service)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=settings.port,
-                                           log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60

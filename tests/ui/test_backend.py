@@ -25,10 +25,12 @@ def short_service(qwen3_reranker_dir):
     from finerank import Reranker
     from finerank.service import RerankService
 
-    reranker = Reranker.from_pretrained(qwen3_reranker_dir, device="cpu", dtype="float32",
-                                        max_length=128)
-    service = RerankService(Settings(model=str(qwen3_reranker_dir), max_length=128),
-                            reranker=reranker)
+    reranker = Reranker.from_pretrained(
+        qwen3_reranker_dir, device="cpu", dtype="float32", max_length=128
+    )
+    service = RerankService(
+        Settings(model=str(qwen3_reranker_dir), max_length=128), reranker=reranker
+    )
     service.start()
     yield service
     service.stop()
@@ -38,8 +40,9 @@ async def test_chunk_mode_highlights_the_winning_window(short_service):
     backend = UIBackend(short_service, short_service.settings)
     documents = [LONG_DOCUMENT, "罚款多少？短文档。"]
     query = "违法入侵的罚款"
-    results = await backend.rerank(query, documents, instruction=None, top_n=None,
-                                   long_document="chunk")
+    results = await backend.rerank(
+        query, documents, instruction=None, top_n=None, long_document="chunk"
+    )
     expected = short_service.reranker.rerank(query, documents, long_document="chunk")
     assert [(r.index, r.span) for r in results] == [(r.index, r.span) for r in expected]
     long_result = next(r for r in results if r.index == 0)
@@ -70,8 +73,7 @@ async def test_empty_store_and_unknown_collection(tmp_path, short_service):
         with pytest.raises(NotFoundError, match="no collection: build one"):
             await backend.search("", "q", instruction=None, mode="bm25", recall_k=5, top_n=5)
         with pytest.raises(NotFoundError):
-            await backend.search("missing", "q", instruction=None, mode="bm25", recall_k=5,
-                                 top_n=5)
+            await backend.search("missing", "q", instruction=None, mode="bm25", recall_k=5, top_n=5)
     finally:
         backend.close()
 
@@ -79,10 +81,11 @@ async def test_empty_store_and_unknown_collection(tmp_path, short_service):
 def test_documents_from_box_and_upload(tmp_path):
     assert parse_documents("a\n\n  b  \n", None) == (["a", "b"], "2 documents")
     upload = tmp_path / "docs.jsonl"
-    upload.write_text("\n".join(json.dumps({"text": t}) for t in ("x", "y", "z")),
-                      encoding="utf-8")
-    assert parse_documents("ignored", str(upload)) == (["x", "y", "z"],
-                                                       "3 documents from docs.jsonl")
+    upload.write_text("\n".join(json.dumps({"text": t}) for t in ("x", "y", "z")), encoding="utf-8")
+    assert parse_documents("ignored", str(upload)) == (
+        ["x", "y", "z"],
+        "3 documents from docs.jsonl",
+    )
     (tmp_path / "docs.csv").write_text("a,b")
     with pytest.raises(ValueError, match=r"\.txt or \.jsonl"):
         parse_documents("", str(tmp_path / "docs.csv"))

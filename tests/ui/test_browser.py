@@ -43,8 +43,10 @@ def test_rerank_tab_matches_the_python_api(page, qwen3_reranker, artifacts):
     expected = qwen3_reranker.rerank(ex["query"], documents, instruction=ex["instruction"])
     assert shown == [r.index for r in expected]
     assert len(shown) == len(ex["articles"])
-    scores = [float(row.get_attribute("data-score"))
-              for row in page.query_selector_all("#fr-rerank-table tr.fr-row")]
+    scores = [
+        float(row.get_attribute("data-score"))
+        for row in page.query_selector_all("#fr-rerank-table tr.fr-row")
+    ]
     assert scores == pytest.approx([r.score for r in expected], abs=1e-5)
     page.screenshot(path=str(artifacts / "ui-rerank.png"), full_page=True)
 
@@ -63,9 +65,11 @@ def test_rerank_tab_explains_bad_input(page, ui_server):
     settings = ui_server[1]
     cases = [
         ("#fr-documents textarea", "", "no documents"),
-        ("#fr-documents textarea",
-         "\n".join(f"doc {i}" for i in range(settings.max_documents_per_request + 1)),
-         "too many documents: 31 > max_documents_per_request=30"),
+        (
+            "#fr-documents textarea",
+            "\n".join(f"doc {i}" for i in range(settings.max_documents_per_request + 1)),
+            "too many documents: 31 > max_documents_per_request=30",
+        ),
         ("#fr-query textarea", "   ", "the query is empty"),
     ]
     previous = ""
@@ -76,8 +80,7 @@ def test_rerank_tab_explains_bad_input(page, ui_server):
         assert page.inner_text("#fr-rerank-output .fr-error").startswith(expected)
 
 
-def test_search_tab_shows_both_orders(page, ui_server, qwen3_reranker, law_collection,
-                                      artifacts):
+def test_search_tab_shows_both_orders(page, ui_server, qwen3_reranker, law_collection, artifacts):
     import shutil
     import tempfile
 
@@ -100,20 +103,24 @@ def test_search_tab_shows_both_orders(page, ui_server, qwen3_reranker, law_colle
     # The same search through the Python API. The server holds the embedded store's lock,
     # so read a copy of its directory.
     with tempfile.TemporaryDirectory() as copy:
-        shutil.copytree(law_collection, copy, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns(".lock"))
+        shutil.copytree(
+            law_collection, copy, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".lock")
+        )
         store = VectorStore.open(data_dir=copy)
         try:
-            hits = SearchService(store).search("laws", ex["query"], mode="bm25", recall_k=12,
-                                               top_n=12, rerank=False).hits
+            hits = (
+                SearchService(store)
+                .search("laws", ex["query"], mode="bm25", recall_k=12, top_n=12, rerank=False)
+                .hits
+            )
         finally:
             store.close()
     assert first == [hit.chunk_id for hit in hits[:6]]
-    results = qwen3_reranker.rerank(ex["query"], [rerank_text(h) for h in hits],
-                                    instruction=ex["instruction"])
+    results = qwen3_reranker.rerank(
+        ex["query"], [rerank_text(h) for h in hits], instruction=ex["instruction"]
+    )
     expected_order = [hits[r.index] for r in results[:6]]
-    assert [c.get_attribute("data-chunk") for c in reranked] == [h.chunk_id for h in
-                                                                 expected_order]
+    assert [c.get_attribute("data-chunk") for c in reranked] == [h.chunk_id for h in expected_order]
     for rank, (card, hit) in enumerate(zip(reranked, expected_order, strict=True), start=1):
         label, _ = movement(hit.first_stage_rank, rank, 6)
         assert card.get_attribute("data-move") == label
@@ -125,8 +132,9 @@ def test_rerank_tab_reads_an_uploaded_jsonl(page, qwen3_reranker, tmp_path):
 
     texts = ["违反本法第二十七条规定的处罚", "网络运营者的义务", "个人信息的保护", "附则"]
     upload = tmp_path / "docs.jsonl"
-    upload.write_text("\n".join(json.dumps({"text": t}, ensure_ascii=False) for t in texts),
-                      encoding="utf-8")
+    upload.write_text(
+        "\n".join(json.dumps({"text": t}, ensure_ascii=False) for t in texts), encoding="utf-8"
+    )
     page.set_input_files("#fr-upload input[type=file]", str(upload))
     page.wait_for_selector("#fr-upload :text('docs.jsonl')", timeout=TIMEOUT_MS)
     page.click("#fr-rerank-button")
