@@ -37,7 +37,10 @@ TOP_LEVEL_FIELDS = ("source", "file", "chunk_id")
 
 
 def default_data_dir() -> Path:
-    """``<user data dir>/finerank/qdrant`` (platformdirs), e.g. ``~/.local/share/finerank/qdrant``."""
+    """``<user data dir>/finerank/qdrant`` (platformdirs).
+
+    For example ``~/.local/share/finerank/qdrant`` on Linux.
+    """
     from platformdirs import user_data_dir
 
     return Path(user_data_dir("finerank", appauthor=False)) / "qdrant"
