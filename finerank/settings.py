@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     max_queue_pairs: int = Field(20_000, ge=1, description="Pairs waiting before 429.")
     batch_wait_ms: float = Field(2.0, ge=0.0, description="Wait to fill a batch across requests.")
     ui: bool = Field(False, description="Mount the web page at /ui.")
+    ui_max_upload_bytes: int = Field(
+        10 * 1024 * 1024, ge=1024, description="Largest file the page accepts as an upload."
+    )
+    ui_max_pending_uploads: int = Field(
+        16, ge=1, description="Uploads the page keeps before reading them (oldest evicted)."
+    )
 
     # --- retrieval -------------------------------------------------------------------------
     embedding_model: str | None = Field(None)

@@ -10,7 +10,7 @@ from typing import TypeVar
 
 import typer
 
-from finerank.errors import FinerankError
+from finerank.errors import FinerankError, InvalidInputError
 
 F = TypeVar("F", bound=Callable)
 
@@ -33,17 +33,23 @@ def read_documents(path: Path) -> list[str]:
     """One document per line, or JSONL with a ``text`` field (detected per line)."""
     if not path.is_file():
         raise FileNotFoundError(f"documents file not found: {path}")
+    return parse_documents_text(path.read_text(encoding="utf-8"), path)
+
+
+def parse_documents_text(text: str, path: object) -> list[str]:
+    """The documents of a file's ``text`` (see :func:`read_documents`); ``path`` names it in
+    errors."""
     documents: list[str] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         if line.lstrip().startswith("{"):
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
+                raise InvalidInputError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
             if not isinstance(record.get("text"), str):
-                raise ValueError(f"{path}:{number}: JSON line needs a string 'text' field")
+                raise InvalidInputError(f"{path}:{number}: JSON line needs a string 'text' field")
             documents.append(record["text"])
         else:
             documents.append(line)

@@ -21,11 +21,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from finerank.errors import FinerankError
+from finerank.errors import FinerankError, InvalidInputError
 from finerank.models.template import DEFAULT_INSTRUCTION
 from finerank.settings import Settings
 from finerank.ui import render
 from finerank.ui.backend import UIBackend
+from finerank.ui.uploads import UploadedFile, UploadGuard, confine_blocks, upload_component
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -37,6 +38,7 @@ logger = logging.getLogger("finerank.ui")
 
 EXAMPLES_FILE = Path(__file__).with_name("examples.json")
 SEARCH_MODES = ("bm25", "dense", "hybrid")
+UPLOAD_TYPES = (".txt", ".jsonl")
 
 
 @lru_cache(maxsize=1)
@@ -52,19 +54,32 @@ def example_documents() -> str:
     )
 
 
-def parse_documents(text: str, upload: str | None) -> tuple[list[str], str]:
-    """Documents from an uploaded ``.txt``/``.jsonl`` (when given) or the text box (one per
-    line, blank lines skipped), and where they came from."""
-    if upload:
-        from finerank.cli.common import read_documents
+def parse_documents(text: str) -> list[str]:
+    """The documents in the text box: one per line, blank lines skipped."""
+    return [line.strip() for line in (text or "").splitlines() if line.strip()]
 
-        path = Path(upload)
-        if path.suffix.lower() not in (".txt", ".jsonl"):
-            raise ValueError(f"upload a .txt or .jsonl file, not {path.name}")
-        documents = read_documents(path)
-        return documents, f"{len(documents)} documents from {path.name}"
-    documents = [line.strip() for line in (text or "").splitlines() if line.strip()]
-    return documents, f"{len(documents)} documents"
+
+def documents_from_upload(upload: UploadedFile) -> tuple[list[str], str]:
+    """The documents of an uploaded ``.txt`` (one per line) or ``.jsonl`` (``text`` field),
+    and a note saying where they came from."""
+    from finerank.cli.common import parse_documents_text
+
+    name = Path(upload.name).name
+    if Path(name).suffix.lower() not in UPLOAD_TYPES:
+        raise InvalidInputError(f"upload a .txt or .jsonl file, not {name}")
+    try:
+        text = upload.data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInputError(f"{name} is not UTF-8 text") from None
+    documents = parse_documents_text(text, name)
+    return documents, f"{len(documents)} documents from {name}"
+
+
+def _box_text(documents: list[str]) -> tuple[str, bool]:
+    """The documents one per line for the box (line breaks inside one become spaces)."""
+    lines = [" ".join(document.split()) for document in documents]
+    changed = any(line != document for line, document in zip(lines, documents, strict=True))
+    return "\n".join(line for line in lines if line), changed
 
 
 def _top_n(value: float | None) -> int | None:
@@ -75,25 +90,47 @@ def _top_n(value: float | None) -> int | None:
     return int(value)
 
 
-def build_blocks(backend: UIBackend, *, collection: str | None = None) -> gr.Blocks:
-    """The page: a Rerank tab and a Search tab, wired to ``backend``."""
+def build_blocks(
+    backend: UIBackend, guard: UploadGuard, *, collection: str | None = None
+) -> gr.Blocks:
+    """The page: a Rerank tab and a Search tab, wired to ``backend``; uploads go through
+    ``guard``."""
     import gradio as gr
 
     ex = example()
 
-    async def do_rerank(query, instruction, documents_text, upload, top_n, long_document):
+    def load_upload(upload: UploadedFile | None):
+        if upload is None:
+            return gr.update(), "", None
         try:
-            documents, origin = parse_documents(documents_text, upload)
+            documents, origin = documents_from_upload(upload)
+        except FinerankError as exc:
+            return gr.update(), render.message(str(exc)), None
+        limit = backend.settings.max_documents_per_request
+        if len(documents) > limit:
+            message = f"too many documents: {len(documents)} > max_documents_per_request={limit}"
+            return gr.update(), render.message(message), None
+        text, flattened = _box_text(documents)
+        note = f"{origin} are in the box, one per line"
+        if flattened:
+            note += " (line breaks inside a document became spaces)"
+        return text, render.message(note + "; press Rerank", kind="info"), None
+
+    async def do_rerank(query, instruction, documents_text, top_n, long_document):
+        instruction = (instruction or "").strip() or None
+        try:
+            documents = parse_documents(documents_text)
             results = await backend.rerank(
                 query or "",
                 documents,
-                instruction=(instruction or "").strip() or None,
+                instruction=instruction,
                 top_n=_top_n(top_n),
                 long_document=long_document,
             )
         except (FinerankError, ValueError, TypeError, OSError) as exc:
             return render.message(str(exc))
-        note = f"{origin} ranked"
+        shown = f"“{instruction}”" if instruction else "the default"
+        note = f"{len(documents)} documents ranked; instruction: {shown}"
         if long_document == "chunk":
             note += "; the highlighted span is the window that scored best"
         return render.rerank_table(results, note=note)
@@ -154,12 +191,13 @@ def build_blocks(backend: UIBackend, *, collection: str | None = None) -> gr.Blo
                             max_lines=30,
                             elem_id="fr-documents",
                         )
-                        upload = gr.File(
-                            label="…or upload a .txt / .jsonl (replaces the box)",
-                            file_types=[".txt", ".jsonl"],
-                            type="filepath",
+                        upload = upload_component(
+                            guard,
+                            label="…or upload a .txt / .jsonl (fills the box)",
+                            file_types=list(UPLOAD_TYPES),
                             elem_id="fr-upload",
                         )
+                        upload_note = gr.HTML(elem_id="fr-upload-note")
                         with gr.Row():
                             top_n = gr.Number(
                                 label="top_n (0 = all)",
@@ -181,8 +219,16 @@ def build_blocks(backend: UIBackend, *, collection: str | None = None) -> gr.Blo
                         rerank_output = gr.HTML(elem_id="fr-rerank-output")
                 rerank_button.click(
                     do_rerank,
-                    [query, instruction, documents, upload, top_n, long_document],
+                    [query, instruction, documents, top_n, long_document],
                     rerank_output,
+                )
+                upload.upload(
+                    load_upload, upload, [documents, upload_note, upload], api_name="upload"
+                )
+                # The example's instruction belongs to the example's query: typing another
+                # query clears it (when untouched) so it is never applied to a user's own query.
+                query.input(
+                    None, [query, instruction], instruction, js=_clear_example_instruction(ex)
                 )
             with gr.Tab("Search", id="search"):
                 with gr.Row():
@@ -206,6 +252,12 @@ def build_blocks(backend: UIBackend, *, collection: str | None = None) -> gr.Blo
                     search_top_n = gr.Number(
                         label="shown", value=10, precision=0, minimum=1, elem_id="fr-search-top-n"
                     )
+                search_query.input(
+                    None,
+                    [search_query, search_instruction],
+                    search_instruction,
+                    js=_clear_example_instruction(ex),
+                )
                 search_button = gr.Button("Search", variant="primary", elem_id="fr-search-button")
                 search_output = gr.HTML(elem_id="fr-search-output")
                 search_button.click(
@@ -224,6 +276,13 @@ def build_blocks(backend: UIBackend, *, collection: str | None = None) -> gr.Blo
         blocks.load(refresh_collections, None, [collection_box, search_output])
         blocks.load(backend.model_status, None, status)
     return blocks
+
+
+def _clear_example_instruction(ex: dict[str, Any]) -> str:
+    """Browser-side: ``(query, instruction) -> instruction``, emptied when the query is no
+    longer the example's and the instruction still is."""
+    query, instruction = json.dumps(ex["query"]), json.dumps(ex["instruction"])
+    return f"(q, i) => (i === {instruction} && q !== {query}) ? '' : i"
 
 
 def _theme():
@@ -261,7 +320,10 @@ def mount_ui(
             return getattr(app.state, "retrieval", None)
 
     backend = UIBackend(service, settings, retrieval=retrieval)
-    blocks = build_blocks(backend, collection=collection)
+    guard = UploadGuard(
+        max_bytes=settings.ui_max_upload_bytes, max_pending=settings.ui_max_pending_uploads
+    )
+    blocks = build_blocks(backend, guard, collection=collection)
     gr.mount_gradio_app(
         app,
         blocks,
@@ -269,12 +331,47 @@ def mount_ui(
         theme=_theme(),
         css=render.CSS,
         footer_links=[],
+        run_history=False,
+        enable_monitoring=False,
         server_name=settings.host,
         server_port=settings.port,
         ssr_mode=False,
+        max_file_size=settings.ui_max_upload_bytes,
     )
+    _confine_uploads(app, path, blocks, guard, max_body_bytes=settings.max_body_bytes)
     app.state.ui_backend = backend
     return backend
+
+
+def _confine_uploads(
+    app: FastAPI, path: str, blocks: gr.Blocks, guard: UploadGuard, *, max_body_bytes: int
+) -> None:
+    """Point the mounted Gradio app at the page's private upload directory, put the
+    :class:`~finerank.ui.gate.PageGate` in front of it and delete the directory at shutdown."""
+    from gradio.routes import App
+    from starlette.routing import Mount
+
+    from finerank.ui.gate import PageGate
+
+    mounts = [r for r in app.routes if isinstance(r, Mount) and r.path == path.rstrip("/")]
+    if len(mounts) != 1 or not isinstance(mounts[0].app, App):
+        raise RuntimeError(f"the page's Gradio app is not mounted at {path}")
+    gradio_app = mounts[0].app
+    gradio_app.uploaded_file_dir = str(guard.directory)
+    confine_blocks(blocks, guard)
+    mounts[0].app = PageGate(gradio_app, guard, max_body_bytes=max_body_bytes)
+
+    previous = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(parent: FastAPI) -> AsyncIterator[Any]:
+        try:
+            async with previous(parent) as state:
+                yield state
+        finally:
+            guard.close()
+
+    app.router.lifespan_context = lifespan
 
 
 def create_ui_app(settings: Settings, *, collection: str | None = None) -> FastAPI:

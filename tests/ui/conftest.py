@@ -3,6 +3,7 @@ free port, a small BM25 law collection, and headless Debian Chromium driven by P
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
@@ -70,11 +71,29 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@contextlib.contextmanager
+def serving(app, port: int):
+    """Run ``app`` with uvicorn on 127.0.0.1:``port`` in a thread until the block ends."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
 @pytest.fixture(scope="session")
 def ui_server(qwen3_reranker, qwen3_reranker_dir, law_collection):
     """(base URL, settings) of a running server with the page at /ui."""
-    import uvicorn
-
     from finerank.server.app import create_app
     from finerank.service import RerankService
     from finerank.settings import Settings
@@ -89,21 +108,21 @@ def ui_server(qwen3_reranker, qwen3_reranker_dir, law_collection):
     service = RerankService(settings, reranker=qwen3_reranker)
     service.start()
     app = create_app(settings, service)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{settings.port}", settings
-    server.should_exit = True
-    thread.join(timeout=30)
+    with serving(app, settings.port) as base:
+        yield base, settings
     service.stop()
     app.state.ui_backend.close()
+
+
+@pytest.fixture(scope="session")
+def ui_alone_server(qwen3_reranker_dir):
+    """(base URL, settings) of the page alone (``finerank ui``: ``create_ui_app``)."""
+    from finerank.settings import Settings
+    from finerank.ui.app import create_ui_app
+
+    settings = Settings(model=str(qwen3_reranker_dir), port=_free_port(), ui_max_pending_uploads=4)
+    with serving(create_ui_app(settings), settings.port) as base:
+        yield base, settings
 
 
 @pytest.fixture(scope="session")

@@ -78,17 +78,23 @@ async def test_empty_store_and_unknown_collection(tmp_path, short_service):
         backend.close()
 
 
-def test_documents_from_box_and_upload(tmp_path):
-    assert parse_documents("a\n\n  b  \n", None) == (["a", "b"], "2 documents")
-    upload = tmp_path / "docs.jsonl"
-    upload.write_text("\n".join(json.dumps({"text": t}) for t in ("x", "y", "z")), encoding="utf-8")
-    assert parse_documents("ignored", str(upload)) == (
-        ["x", "y", "z"],
-        "3 documents from docs.jsonl",
-    )
-    (tmp_path / "docs.csv").write_text("a,b")
-    with pytest.raises(ValueError, match=r"\.txt or \.jsonl"):
-        parse_documents("", str(tmp_path / "docs.csv"))
+def test_documents_from_box_and_upload():
+    from finerank.errors import InvalidInputError
+    from finerank.ui.app import documents_from_upload
+    from finerank.ui.uploads import UploadedFile
+
+    assert parse_documents("a\n\n  b  \n") == ["a", "b"]
+    lines = "\n".join(json.dumps({"text": t}) for t in ("x", "y\nz", "w"))
+    upload = UploadedFile("docs.jsonl", lines.encode())
+    assert documents_from_upload(upload) == (["x", "y\nz", "w"], "3 documents from docs.jsonl")
+    upload = UploadedFile("docs.txt", "一\n\n二\n".encode())
+    assert documents_from_upload(upload) == (["一", "二"], "2 documents from docs.txt")
+    with pytest.raises(InvalidInputError, match=r"\.txt or \.jsonl"):
+        documents_from_upload(UploadedFile("docs.csv", b"a,b"))
+    with pytest.raises(InvalidInputError, match="not UTF-8"):
+        documents_from_upload(UploadedFile("docs.txt", b"\xff\xfe"))
+    with pytest.raises(InvalidInputError, match="docs.jsonl:1: invalid JSON"):
+        documents_from_upload(UploadedFile("docs.jsonl", b"{oops"))
 
 
 def test_example_is_the_seed_legal_query():

@@ -127,7 +127,7 @@ def test_search_tab_shows_both_orders(page, ui_server, qwen3_reranker, law_colle
         assert "中华人民共和国网络安全法" in card.inner_text()  # article metadata is shown
 
 
-def test_rerank_tab_reads_an_uploaded_jsonl(page, qwen3_reranker, tmp_path):
+def test_an_upload_fills_the_documents_box(page, qwen3_reranker, tmp_path):
     import json
 
     texts = ["违反本法第二十七条规定的处罚", "网络运营者的义务", "个人信息的保护", "附则"]
@@ -136,10 +136,44 @@ def test_rerank_tab_reads_an_uploaded_jsonl(page, qwen3_reranker, tmp_path):
         "\n".join(json.dumps({"text": t}, ensure_ascii=False) for t in texts), encoding="utf-8"
     )
     page.set_input_files("#fr-upload input[type=file]", str(upload))
-    page.wait_for_selector("#fr-upload :text('docs.jsonl')", timeout=TIMEOUT_MS)
+    page.wait_for_function(
+        "(n) => document.querySelector('#fr-documents textarea').value.split('\\n').length === n",
+        arg=len(texts),
+        timeout=TIMEOUT_MS,
+    )
+    assert page.input_value("#fr-documents textarea").splitlines() == texts
+    assert "4 documents from docs.jsonl are in the box" in page.inner_text("#fr-upload-note")
     page.click("#fr-rerank-button")
     content = _wait_for_output(page, "#fr-rerank-output")
-    assert "4 documents from docs.jsonl" in content
+    assert "4 documents ranked" in content
     ex = example()
     expected = qwen3_reranker.rerank(ex["query"], texts, instruction=ex["instruction"])
     assert _rerank_order(page) == [r.index for r in expected]
+
+
+def test_the_example_instruction_leaves_with_the_example_query(page, qwen3_reranker):
+    ex = example()
+    assert page.input_value("#fr-instruction textarea") == ex["instruction"]
+    page.fill("#fr-query textarea", "数据出境需要满足什么条件？")
+    page.wait_for_function(
+        "() => document.querySelector('#fr-instruction textarea').value === ''",
+        timeout=TIMEOUT_MS,
+    )
+    page.click("#fr-rerank-button")
+    content = _wait_for_output(page, "#fr-rerank-output")
+    assert "instruction: the default" in content
+    documents = example_documents().splitlines()
+    expected = qwen3_reranker.rerank("数据出境需要满足什么条件？", documents)
+    assert _rerank_order(page) == [r.index for r in expected]
+    # An instruction the user typed stays, whatever the query.
+    page.fill("#fr-instruction textarea", "判断文档是否回答问题")
+    page.fill("#fr-query textarea", "另一个问题")
+    page.click("#fr-rerank-button")
+    assert "判断文档是否回答问题" in _wait_for_output(page, "#fr-rerank-output", content)
+    # The Search tab behaves the same.
+    page.get_by_role("tab", name="Search").click()
+    page.fill("#fr-search-query textarea", "数据出境")
+    page.wait_for_function(
+        "() => document.querySelector('#fr-search-instruction textarea').value === ''",
+        timeout=TIMEOUT_MS,
+    )
