@@ -225,9 +225,9 @@ def build_blocks(
                 upload.upload(
                     load_upload, upload, [documents, upload_note, upload], api_name="upload"
                 )
-                # The example's instruction belongs to the example's query: typing another
+                # The example's instruction belongs to the example's query: another
                 # query clears it (when untouched) so it is never applied to a user's own query.
-                query.input(
+                query.change(
                     None, [query, instruction], instruction, js=_clear_example_instruction(ex)
                 )
             with gr.Tab("Search", id="search"):
@@ -252,7 +252,7 @@ def build_blocks(
                     search_top_n = gr.Number(
                         label="shown", value=10, precision=0, minimum=1, elem_id="fr-search-top-n"
                     )
-                search_query.input(
+                search_query.change(
                     None,
                     [search_query, search_instruction],
                     search_instruction,
