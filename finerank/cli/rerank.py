@@ -67,22 +67,14 @@ def rerank_command(
         ]
         typer.echo(json.dumps(payload, ensure_ascii=False, indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
+    from finerank.cli.tables import Column, print_table
 
-    table = Table(title=f"{reranker.family} reranker: {len(documents)} documents")
-    for column in ("rank", "index", "score", "logit", "document"):
-        table.add_column(column, justify="right" if column != "document" else "left")
+    rows = []
     for rank, r in enumerate(results, start=1):
         text = r.document or ""
         if r.span:
             text = text[r.span[0] : r.span[1]]
-        text = text.replace("\n", " ")
-        table.add_row(
-            str(rank),
-            str(r.index),
-            f"{r.score:.4f}",
-            f"{r.logit:+.3f}",
-            text[:80] + ("…" if len(text) > 80 else ""),
-        )
-    Console().print(table)
+        rows.append([str(rank), str(r.index), f"{r.score:.4f}", f"{r.logit:+.3f}", text])
+    columns = [Column(name, justify="right") for name in ("rank", "index", "score", "logit")]
+    columns.append(Column("document", shrink=1, max_width=80))
+    print_table(f"{reranker.family} reranker: {len(documents)} documents", columns, rows)

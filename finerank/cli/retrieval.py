@@ -249,27 +249,22 @@ def _label(hit) -> str:
 
 
 def _print_hits(response, *, reranked: bool) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from finerank.cli.tables import Column, print_table
 
-    table = Table(
-        title=f"{response.mode}: {response.candidates} candidates, {response.reranked} reranked"
-    )
-    table.add_column("#", justify="right", no_wrap=True)
-    table.add_column("1st", justify="right", no_wrap=True)
-    table.add_column("1st score", justify="right", no_wrap=True)
+    columns = [Column("#", justify="right"), Column("1st", justify="right")]
+    columns.append(Column("1st score", justify="right"))
     if reranked:
-        table.add_column("rerank", justify="right", no_wrap=True)
-    table.add_column("where", no_wrap=True)
-    table.add_column("text", no_wrap=True, overflow="ellipsis", max_width=40)
+        columns.append(Column("rerank", justify="right"))
+    columns.append(Column("where", shrink=2, min_width=12))
+    columns.append(Column("text", shrink=1, min_width=16, max_width=60))
+    rows = []
     for position, hit in enumerate(response.hits, start=1):
-        text = " ".join(hit.text.split())
         row = [str(position), str(hit.first_stage_rank), f"{hit.first_stage_score:.4f}"]
         if reranked:
             row.append("-" if hit.rerank_score is None else f"{hit.rerank_score:.4f}")
-        row += [_label(hit), text]
-        table.add_row(*row)
-    Console().print(table)
+        rows.append([*row, _label(hit), hit.text])
+    title = f"{response.mode}: {response.candidates} candidates, {response.reranked} reranked"
+    print_table(title, columns, rows)
 
 
 @collections_app.command("list")
