@@ -158,7 +158,7 @@ def ensure_model(config: BenchConfig) -> tuple[Path, bool]:
     target = cache / f"qwen3-reranker-{config.size}-random"
     if not (target / "model.safetensors").is_file():
         # realistic initialization scale for a deep model (scores do not saturate)
-        build_qwen3_reranker(target, size=config.size, initializer_range=0.02)
+        build_qwen3_reranker(target, size=config.size, initializer_range=0.02, overwrite=True)
     return target, True
 
 
