@@ -17,7 +17,7 @@ import typer
 
 from finerank.cli.common import friendly_errors
 
-collections_app = typer.Typer(help="List or delete collections.", no_args_is_help=True)
+collections_app = typer.Typer(help="List, delete or migrate collections.", no_args_is_help=True)
 
 DataDir = Annotated[
     Path | None, typer.Option("--data-dir", help="Embedded Qdrant data dir [user data dir].")
@@ -279,6 +279,14 @@ def collections_list(
     settings = _settings(data_dir=data_dir, qdrant_url=qdrant_url, qdrant_api_key=qdrant_api_key)
     with _open_store(settings) as store:
         rows = [info.to_dict() for info in store.list_collections()]
+        legacy = store.legacy_collections()
+    for name in legacy:
+        typer.secho(
+            f"{name}: old format (written by an older finerank); convert it with "
+            f"`finerank collections migrate {name}`",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
     if as_json:
         typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
@@ -304,3 +312,25 @@ def collections_delete(
     with _open_store(settings) as store:
         store.delete(name)
     typer.echo(f"deleted {name}")
+
+
+@collections_app.command("migrate")
+@friendly_errors
+def collections_migrate(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Old-format collections to convert [all].")
+    ] = None,
+    keep_old: Annotated[bool, typer.Option("--keep-old", help="Keep the old SQLite copy.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Convert collections written by an older finerank (qdrant-client local mode) to Qdrant
+    Edge, copying vectors and payload as they are."""
+    from finerank.retrieval.store.migrate import migrate_collection
+
+    settings = _settings(data_dir=data_dir)
+    with _open_store(settings) as store:
+        todo = names or store.legacy_collections()
+        if not todo:
+            typer.echo(f"no old-format collections in {store.location}")
+        for name in todo:
+            typer.echo(migrate_collection(store, name, keep_old=keep_old).summary())

@@ -249,6 +249,8 @@ def batch_index(
             report.added += _collect_one(ray, in_flight, store, collection, batch_size)
             _report(progress, report.added, pending_count, started)
         report.deleted = store.delete_chunks(collection, stale)
+        if report.added or report.deleted:
+            store.optimize(collection)
     finally:
         for worker in workers:  # free their CPUs / GPUs (and models) now
             import_ray().kill(worker)

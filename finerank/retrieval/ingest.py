@@ -391,6 +391,8 @@ def ingest_documents(
         bar.close()
     # stale chunks go last: an interrupted run never leaves a file with fewer chunks
     report.deleted = store.delete_chunks(collection, stale)
+    if report.added or report.deleted:
+        store.optimize(collection)  # indexes and segment merges (embedded); then flushed
     report.seconds = time.perf_counter() - started
     return report
 

@@ -16,7 +16,15 @@ from typing import Any, Protocol
 
 from finerank.errors import ConflictError, InvalidInputError
 from finerank.retrieval.bm25 import Bm25Encoder
-from finerank.retrieval.store import MODES, CollectionSpec, Mode, StoredHit, VectorStore
+from finerank.retrieval.store import (
+    MODES,
+    CollectionSpec,
+    FusionSpec,
+    Mode,
+    StoredHit,
+    StoreQuery,
+    VectorStore,
+)
 
 
 class SupportsRerank(Protocol):
@@ -111,6 +119,7 @@ class SearchService:
         recall_k: int = 100,
         filters: Mapping[str, Any] | None = None,
         instruction: str | None = None,
+        fusion: FusionSpec | None = None,
     ) -> list[StoredHit]:
         """First stage only: up to ``recall_k`` hits, best first (used by ``finerank eval``).
 
@@ -124,6 +133,7 @@ class SearchService:
             recall_k=recall_k,
             filters=filters,
             instruction=instruction,
+            fusion=fusion,
         )[0]
 
     def recall_batch(
@@ -135,8 +145,10 @@ class SearchService:
         recall_k: int = 100,
         filters: Mapping[str, Any] | None = None,
         instruction: str | None = None,
+        fusion: FusionSpec | None = None,
     ) -> list[list[StoredHit]]:
-        """:meth:`recall` for many queries, embedded in one batch (evaluation runs).
+        """:meth:`recall` for many queries, embedded in one batch and searched in one store
+        batch (evaluation runs). ``fusion`` sets how ``hybrid`` fuses (default RRF, k 2).
 
         Example:
             >>> runs = service.recall_batch("cranfield", ["shock", "flutter"])  # doctest: +SKIP
@@ -155,17 +167,20 @@ class SearchService:
         dense: Sequence[Any] = [None] * len(queries)
         if mode in ("dense", "hybrid") and queries:
             dense = self._query_vectors(collection, spec, list(queries), instruction)
-        return [
-            self.store.query(
-                collection,
-                mode=mode,
-                limit=recall_k,
-                dense=vector,
-                filters=filters,
-                sparse=Bm25Encoder.query_vector(query) if mode in ("bm25", "hybrid") else None,
-            )
-            for query, vector in zip(queries, dense, strict=True)
-        ]
+        return self.store.query_batch(
+            collection,
+            [
+                StoreQuery(
+                    mode,
+                    recall_k,
+                    sparse=Bm25Encoder.query_vector(query) if mode in ("bm25", "hybrid") else None,
+                    dense=vector,
+                    filters=filters,
+                    fusion=fusion,
+                )
+                for query, vector in zip(queries, dense, strict=True)
+            ],
+        )
 
     def _query_vectors(
         self, collection: str, spec: CollectionSpec, queries: list[str], instruction: str | None

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from finerank.retrieval.chunkers import get_chunker
 from finerank.retrieval.ingest import ingest
-from finerank.retrieval.store import DENSE, SPARSE, VectorStore
+from finerank.retrieval.store import VectorStore
 
 # Small on purpose: the tiny embedder runs at a few chunks/s on the shared 2-core test machine.
 LAW_EXCERPTS = {
@@ -19,20 +19,15 @@ LAW_EXCERPTS = {
 
 
 def snapshot(data_dir, collection: str) -> tuple[dict, dict]:
-    """(collection metadata, {point id: (payload, sparse, dense)}) of an embedded Qdrant."""
+    """(collection metadata, {chunk id: (payload, sparse, dense)}) of an embedded store."""
     store = VectorStore.open(data_dir=data_dir)
     try:
-        metadata = store.client.get_collection(collection).config.metadata
-        points, offset = {}, None
-        while True:
-            batch, offset = store.client.scroll(
-                collection, limit=512, offset=offset, with_payload=True, with_vectors=True
-            )
-            for p in batch:
-                sparse = p.vector[SPARSE]
-                points[str(p.id)] = (p.payload, (sparse.indices, sparse.values), p.vector[DENSE])
-            if offset is None:
-                return metadata, points
+        metadata = store.spec(collection).to_metadata()
+        points = {
+            p.chunk_id: (p.payload, (p.sparse.indices, p.sparse.values), p.dense)
+            for p in store.iter_points(collection)
+        }
+        return metadata, points
     finally:
         store.close()
 
