@@ -1,6 +1,16 @@
 """Two-stage search: first-stage recall (BM25, dense or hybrid) then reranking.
 
 Example:
+    >>> from finerank.retrieval.chunkers import Document, get_chunker
+    >>> from finerank.retrieval.ingest import ingest_documents
+    >>> from finerank.retrieval.store import open_store
+    >>> store = open_store(data_dir="search-demo")
+    >>> laws = [Document("a1", "第一条 网络运营者应当遵守法律。", file="a.md"),
+    ...         Document("a2", "第二条 违反者处五万元罚款。", file="a.md")]
+    >>> _ = ingest_documents(laws, store=store, collection="demo", chunker=get_chunker("legal"))
+    >>> [h.text for h in SearchService(store).search("demo", "罚款", mode="bm25").hits]
+    ['第二条 违反者处五万元罚款。']
+    >>> store.close()
     >>> service = SearchService(store, embedder=embedder, reranker=reranker)  # doctest: +SKIP
     >>> response = service.search("laws", "罚款多少？", mode="hybrid", top_n=3)  # doctest: +SKIP
     >>> [(h.first_stage_rank, h.rerank_rank, h.metadata["article_cn"]) for h in response.hits]

@@ -13,9 +13,10 @@ finerank's first store (qdrant-client local mode) are detected and converted wit
 ``finerank collections migrate NAME`` (:mod:`finerank.retrieval.store.migrate`).
 
 Example:
-    >>> with open_store(data_dir="/tmp/finerank-doc") as store:  # doctest: +SKIP
-    ...     print([c.name for c in store.list_collections()])
-    ['laws']
+    >>> with open_store(data_dir="qdrant-demo") as store:
+    ...     store.create("notes", CollectionSpec(None, None, {"name": "window"}, 10.0))
+    ...     [(c.name, c.points) for c in store.list_collections()], store.engine
+    ([('notes', 0)], 'qdrant-edge')
 """
 
 from __future__ import annotations

@@ -79,8 +79,11 @@ class ClientStore(VectorStore):
 
     Example:
         >>> store = ClientStore.connect("http://qdrant:6333", api_key=None)  # doctest: +SKIP
-        >>> [c.name for c in store.list_collections()]  # doctest: +SKIP
-        ['laws']
+        >>> store = ClientStore.local()  # local mode in memory: the server's stand-in in tests
+        >>> store.create("notes", CollectionSpec(None, None, {"name": "window"}, 10.0))
+        >>> [c.name for c in store.list_collections()], store.is_local
+        (['notes'], True)
+        >>> store.close()
     """
 
     engine = "qdrant-client"

@@ -134,9 +134,14 @@ class EdgeStore(VectorStore):
     the same directory, or index through the server's API).
 
     Example:
-        >>> store = EdgeStore("/tmp/finerank-doc")  # doctest: +SKIP
-        >>> store.list_collections()  # doctest: +SKIP
-        []
+        >>> store = EdgeStore("edge-demo")
+        >>> store.list_collections(), store.legacy_collections()
+        ([], [])
+        >>> EdgeStore("edge-demo")
+        Traceback (most recent call last):
+        ...
+        finerank.errors.ConflictError: the Qdrant data directory edge-demo is in use by ...
+        >>> store.close()
     """
 
     engine = "qdrant-edge"
