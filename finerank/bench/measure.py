@@ -107,6 +107,92 @@ def timed(func, device: torch.device):
     return result, time.perf_counter() - started
 
 
+def matmul_gflops(
+    dtype: torch.dtype,
+    device: torch.device | None = None,
+    *,
+    size: int = 1024,
+    min_seconds: float = 0.3,
+) -> float:
+    """GFLOP/s of a plain ``size`` x ``size`` x ``size`` matmul in ``dtype`` (the machine's
+    ceiling for the work a transformer does, on the threads torch uses now).
+
+    Repeats the product until ``min_seconds`` have passed (after one warm-up) and returns the
+    best of three such runs, so a busy machine's slowest moments do not count.
+
+    Example:
+        >>> matmul_gflops(torch.float32, size=64, min_seconds=0.01) > 0
+        True
+    """
+    device = device or torch.device("cpu")
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    flops = 2 * size**3
+    best = 0.0
+    with torch.inference_mode():
+        a @ b
+        for _ in range(3):
+            count = 0
+            started = time.perf_counter()
+            while True:
+                a @ b
+                count += 1
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                seconds = time.perf_counter() - started
+                if seconds >= min_seconds:
+                    break
+            best = max(best, flops * count / seconds / 1e9)
+    return best
+
+
+def decoder_flops(config, segments: Sequence[tuple[int, int]]) -> dict[str, float]:
+    """Forward FLOPs of a Qwen3 decoder over ``segments`` of (query rows, key rows).
+
+    ``linear`` counts the projections and the MLP of every computed token (a shared prefix
+    once); ``attention`` the QK^T and PV products, causal (a tail sees its prefix, then
+    itself). The embedding lookup and the two-row yes/no head are left out.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> cfg = SimpleNamespace(hidden_size=4, intermediate_size=8, num_hidden_layers=1,
+        ...                       num_attention_heads=2, num_key_value_heads=1, head_dim=2)
+        >>> decoder_flops(cfg, [(3, 3)])
+        {'linear': 864.0, 'attention': 96.0, 'total': 960.0}
+    """
+    hidden, inter = config.hidden_size, config.intermediate_size
+    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
+    head_dim = getattr(config, "head_dim", None) or hidden // heads
+    layers = config.num_hidden_layers
+    per_token = 2 * (
+        hidden * (heads + 2 * kv_heads) * head_dim + heads * head_dim * hidden + 3 * hidden * inter
+    )
+    tokens = sum(q for q, _ in segments)
+    # query row j of a segment sees (k - q) + j + 1 keys
+    pairs = sum(q * (k - q) + q * (q + 1) / 2 for q, k in segments)
+    linear = float(per_token * tokens * layers)
+    attention = float(4 * heads * head_dim * pairs * layers)
+    return {"linear": linear, "attention": attention, "total": linear + attention}
+
+
+def pack_segments(packs) -> list[tuple[int, int]]:
+    """(query rows, key rows) of every attention segment of ``packs`` (see :func:`decoder_flops`).
+
+    Example:
+        >>> from finerank.models.base import Pack, PackGroup
+        >>> pack_segments([Pack([PackGroup([1, 2], [(0, [3]), (1, [4, 5])])])])
+        [(2, 2), (1, 3), (2, 4)]
+    """
+    segments: list[tuple[int, int]] = []
+    for pack in packs:
+        for group in pack.groups:
+            prefix = len(group.prefix)
+            if prefix:
+                segments.append((prefix, prefix))
+            segments.extend((len(tail), prefix + len(tail)) for _, tail in group.members)
+    return segments
+
+
 def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
     """Kendall's tau-b between two score lists over the same items (1.0 = same ranking).
 

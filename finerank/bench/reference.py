@@ -13,6 +13,8 @@ Example:
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -53,9 +55,13 @@ class OfficialQwen3Reranker:
         )
         for i, ele in enumerate(inputs["input_ids"]):
             inputs["input_ids"][i] = self.prefix_tokens + ele + self.suffix_tokens
-        inputs = self.tokenizer.pad(
-            inputs, padding=True, return_tensors="pt", max_length=self.max_length
-        )
+        with warnings.catch_warnings():
+            # the model card passes max_length with padding=True; transformers warns on every
+            # batch that it is ignored (it is: the batch is padded to its longest pair)
+            warnings.filterwarnings("ignore", message=".*max_length.* is ignored when .*padding")
+            inputs = self.tokenizer.pad(
+                inputs, padding=True, return_tensors="pt", max_length=self.max_length
+            )
         for key in inputs:
             inputs[key] = inputs[key].to(self.device)
         return inputs

@@ -38,6 +38,13 @@ def fmt(value: float | int | None, digits: int = 4) -> str:
 def summary_rows(result: dict) -> list[tuple[str, str, float | int | None]]:
     """(metric, implementation, value) rows of the summary table, straight from the JSON."""
     rows: list[tuple[str, str, float | int | None]] = []
+    dtype_info = result.get("dtype", {})
+    for name in ("float32", "bfloat16"):
+        key = f"matmul_gflops_{name}"
+        if key in dtype_info:
+            rows.append((f"plain matmul GFLOP/s (ceiling), {name}", "machine", dtype_info[key]))
+    if "bf16_matmul_speedup" in dtype_info:
+        rows.append(("bf16 / fp32 matmul speed", "machine", dtype_info["bf16_matmul_speedup"]))
     for impl, loads in result.get("load_seconds", {}).items():
         for dtype, seconds in loads.items():
             rows.append((f"model load time (s), {dtype}", impl, seconds))
@@ -52,6 +59,14 @@ def summary_rows(result: dict) -> list[tuple[str, str, float | int | None]]:
                 rows.append(
                     (f"seed peak memory above weights (MB), {dtype}", impl, seed[impl]["delta_mb"])
                 )
+        if "fraction_of_ceiling" in seed["finerank"]:
+            rows.append(
+                (
+                    f"seed fraction of the {dtype} matmul ceiling",
+                    "finerank",
+                    seed["finerank"]["fraction_of_ceiling"],
+                )
+            )
         if "ratio" in seed:
             rows.append((f"seed speed ratio vs reference, {dtype}", "finerank", seed["ratio"]))
             rows.append((f"seed max abs score diff, {dtype}", "finerank", seed["max_abs_diff"]))
@@ -95,16 +110,35 @@ def render_summary(result: dict) -> str:
     """The Markdown summary: environment lines, then one table."""
     env = result.get("environment", {})
     model = result.get("model", {})
-    lines = [
+    lines: list[str] = [
         "# finerank benchmark",
         "",
         f"- device: {env.get('device')} (torch {env.get('torch')}, {env.get('cpu_count')} CPUs, "
         f"{env.get('torch_threads')} threads, load average at start "
         f"{env.get('load_average_at_start')})",
-        f"- model: {model.get('path')} (size {model.get('size')}, random weights: "
-        f"{model.get('random_weights')})",
+        f"- model: {model.get('path')} ("
+        + (f"random weights, size {model.get('size')}" if model.get("random_weights") else "given")
+        + ")",
         f"- started: {env.get('started')}",
         f"- CUDA: {result.get('cuda', {}).get('reason') or result.get('cuda')}",
+    ]
+    dtype_info = result.get("dtype")
+    if dtype_info:
+        native = (
+            f"native bf16 ({dtype_info.get('bf16_units')})"
+            if dtype_info.get("native_bf16")
+            else "no native bf16"
+        )
+        lines.append(
+            f"- fastest dtype here: {dtype_info.get('fastest_dtype')} ({native}; plain matmul "
+            f"bf16/fp32 = {fmt(dtype_info.get('bf16_matmul_speedup'))}, "
+            f"{dtype_info.get('threads')} threads)"
+        )
+    lines += [f"- note: {note}" for note in result.get("notes", [])]
+    lines += [f"- {reason}" for reason in result.get("skipped", {}).values()]
+    if "elapsed_s" in result:
+        lines.append(f"- elapsed: {result['elapsed_s']} s")
+    lines += [
         "",
         "| metric | implementation | value |",
         "| --- | --- | --- |",
@@ -125,8 +159,29 @@ def parse_summary_table(text: str) -> list[tuple[str, str, str]]:
     return rows
 
 
+def _measured_plots(result: dict) -> list[str]:
+    """The plots whose phase has data (an unmeasured or skipped phase gets no plot)."""
+    names = []
+    if result.get("length_sweep"):
+        names.append(PLOTS[0])
+    if result.get("batch_sweep"):
+        names.append(PLOTS[1])
+    latency = result.get("latency", {})
+    if any(impl in latency for impl in ("finerank", "reference")):
+        names.append(PLOTS[2])
+    if result.get("memory", {}).get("points"):
+        names.append(PLOTS[3])
+    return names
+
+
 def write_plots(result: dict, out: Path) -> list[Path]:
-    """The four PNG plots (missing phases give an empty plot with a note)."""
+    """The PNG plots of the phases that have data; stale plots of other phases are removed."""
+    wanted = _measured_plots(result)
+    for name in PLOTS:
+        if name not in wanted:
+            (out / name).unlink(missing_ok=True)
+    if not wanted:
+        return []
     import matplotlib
 
     matplotlib.use("Agg")
@@ -140,48 +195,44 @@ def write_plots(result: dict, out: Path) -> list[Path]:
         plt.close(fig)
         written.append(out / name)
 
-    def series(rows: list[dict], x_key: str, ax, ylabel: str) -> None:
-        if not rows:
-            ax.text(0.5, 0.5, "not measured", ha="center", transform=ax.transAxes)
+    sweeps = (
+        (PLOTS[0], "length_sweep", "length", "document length (tokens)", "document length"),
+        (PLOTS[1], "batch_sweep", "batch_size", "documents per request", "batch size"),
+    )
+    for name, phase, x_key, xlabel, title in sweeps:
+        if name not in wanted:
+            continue
+        fig, ax = plt.subplots(figsize=(6, 4))
+        rows = result[phase]
         xs = [row[x_key] for row in rows]
         for impl in ("finerank", "reference"):
             ys = [row[impl]["tokens_per_s"] for row in rows if impl in row]
             if len(ys) == len(xs) and ys:
                 ax.plot(xs, ys, marker="o", label=impl)
         ax.set_xscale("log", base=2)
-        ax.set_ylabel(ylabel)
+        ax.set_ylabel("tokens/s")
         ax.grid(alpha=0.3)
-        if rows:
-            ax.legend()
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    series(result.get("length_sweep", []), "length", ax, "tokens/s")
-    ax.set_xlabel("document length (tokens)")
-    ax.set_title("Throughput vs document length")
-    save(fig, PLOTS[0])
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    series(result.get("batch_sweep", []), "batch_size", ax, "tokens/s")
-    ax.set_xlabel("documents per request")
-    ax.set_title("Throughput vs batch size")
-    save(fig, PLOTS[1])
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    latency = result.get("latency", {})
-    impls = [impl for impl in ("finerank", "reference") if impl in latency]
-    for offset, impl in enumerate(impls):
-        values = [latency[impl][f"p{q}_ms"] for q in (50, 90, 99)]
-        ax.bar([i + offset * 0.4 for i in range(3)], values, width=0.4, label=impl)
-    ax.set_xticks([0.2, 1.2, 2.2], ["p50", "p90", "p99"])
-    ax.set_ylabel("ms")
-    ax.set_title(f"Batch-1 latency ({latency.get('document_tokens', '?')}-token document)")
-    if impls:
         ax.legend()
-    save(fig, PLOTS[2])
+        ax.set_xlabel(xlabel)
+        ax.set_title(f"Throughput vs {title}")
+        save(fig, name)
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    points = result.get("memory", {}).get("points", [])
-    if points:
+    if PLOTS[2] in wanted:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        latency = result["latency"]
+        impls = [impl for impl in ("finerank", "reference") if impl in latency]
+        for offset, impl in enumerate(impls):
+            values = [latency[impl][f"p{q}_ms"] for q in (50, 90, 99)]
+            ax.bar([i + offset * 0.4 for i in range(3)], values, width=0.4, label=impl)
+        ax.set_xticks([0.2, 1.2, 2.2], ["p50", "p90", "p99"])
+        ax.set_ylabel("ms")
+        ax.set_title(f"Batch-1 latency ({latency.get('document_tokens', '?')}-token document)")
+        ax.legend()
+        save(fig, PLOTS[2])
+
+    if PLOTS[3] in wanted:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        points = result["memory"]["points"]
         ax.plot(
             [p["tokens"] for p in points],
             [p["delta_mb"] for p in points],
@@ -189,13 +240,11 @@ def write_plots(result: dict, out: Path) -> list[Path]:
             label="finerank (peak above loaded model)",
         )
         ax.legend()
-    else:
-        ax.text(0.5, 0.5, "not measured", ha="center", transform=ax.transAxes)
-    ax.set_xlabel("sequence length (tokens)")
-    ax.set_ylabel("MB")
-    ax.set_title("Peak memory vs length")
-    ax.grid(alpha=0.3)
-    save(fig, PLOTS[3])
+        ax.set_xlabel("sequence length (tokens)")
+        ax.set_ylabel("MB")
+        ax.set_title("Peak memory vs length")
+        ax.grid(alpha=0.3)
+        save(fig, PLOTS[3])
     return written
 
 

@@ -39,9 +39,10 @@ def register(app: typer.Typer) -> None:
         ),
         device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
         dtypes: str = typer.Option(
-            "float32,bfloat16",
+            None,
             "--dtypes",
-            help="Comma-separated; the first is used for the sweeps. float16 is CUDA only.",
+            help="Comma-separated; the first is used for the sweeps. float16 is CUDA only. "
+            "Default: float32,bfloat16 (--quick on a CPU without native bf16: float32).",
         ),
         report: Path = typer.Option(
             Path("bench-report"),
@@ -49,7 +50,17 @@ def register(app: typer.Typer) -> None:
             help="Directory for bench.json, summary.md and PNG plots.",
         ),
         quick: bool = typer.Option(
-            False, "--quick", help="Small workloads (a few minutes on CPU with the 0.6B model)."
+            False,
+            "--quick",
+            help="Small workloads within a 3-minute budget (2 CPU cores, 0.6B model): phases "
+            "that would not fit are skipped and say so.",
+        ),
+        time_budget: float = typer.Option(
+            None,
+            "--time-budget",
+            min=1,
+            help="Seconds for the whole run; phases estimated to pass it are skipped "
+            "(default: 180 with --quick, none otherwise).",
         ),
         data: Path = typer.Option(
             None,
@@ -74,7 +85,8 @@ def register(app: typer.Typer) -> None:
             "allows (slow on CPU with the 0.6B model).",
         ),
         phases: str = typer.Option(
-            "seed,agreement,length_sweep,batch_sweep,latency,memory", help="Which phases to run."
+            "dtype,seed,agreement,length_sweep,batch_sweep,latency,memory",
+            help="Which phases to run (dtype: native bf16 and the matmul ceilings).",
         ),
         reference: bool = typer.Option(
             True, "--reference/--no-reference", help="Also time the official reference code."
@@ -91,22 +103,22 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Benchmark finerank against the official Qwen3-Reranker code (same inputs, dtype, run).
 
-        Prints pairs/s, tokens/s, the speed ratio, max score difference, peak memory and load
-        time; writes bench.json, summary.md and four PNG plots to --report.
+        Prints pairs/s, tokens/s, the speed ratio, max score difference, peak memory, load
+        time and which dtype is fastest here; writes bench.json, summary.md and a PNG plot per
+        measured sweep to --report. Progress goes to stderr.
         """
         from finerank.bench.report import write_report
-        from finerank.bench.runner import BenchConfig, run_bench
+        from finerank.bench.runner import PHASES, BenchConfig, run_bench
 
-        known = {"seed", "agreement", "length_sweep", "batch_sweep", "latency", "memory"}
         chosen = tuple(p.strip() for p in phases.split(",") if p.strip())
-        unknown = set(chosen) - known
+        unknown = set(chosen) - set(PHASES)
         if unknown:
-            raise ValueError(f"unknown phases {sorted(unknown)}: choose from {sorted(known)}")
+            raise ValueError(f"unknown phases {sorted(unknown)}: choose from {list(PHASES)}")
         config = BenchConfig(
             model=model,
             size=size,
             device=device,
-            dtypes=tuple(d.strip() for d in dtypes.split(",") if d.strip()),
+            dtypes=tuple(d.strip() for d in dtypes.split(",") if d.strip()) if dtypes else None,
             data_dir=str(data) if data else None,
             seed_docs=seed_docs,
             lengths=_ints(lengths, "--lengths"),
@@ -119,6 +131,7 @@ def register(app: typer.Typer) -> None:
             reference_batch_size=reference_batch_size,
             int8=int8,
             quick=quick,
+            time_budget_s=time_budget,
             phases=chosen,
         )
 

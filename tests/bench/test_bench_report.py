@@ -14,25 +14,21 @@ from finerank.bench.report import PLOTS, fmt, parse_summary_table, summary_rows
 from finerank.cli import app
 
 
+def _bench(model_dir, data_dir, out, *options: str):
+    """``finerank bench`` on the tiny model, fp32 on CPU, three seed articles."""
+    common = ["--model", str(model_dir), "--device", "cpu", "--dtypes", "float32"]
+    common += ["--report", str(out), "--data", str(data_dir), "--seed-docs", "3"]
+    return CliRunner().invoke(app, ["bench", *common, *options])
+
+
 @pytest.fixture(scope="module")
 def report_dir(qwen3_reranker_dir, shared_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench-report")
-    result = CliRunner().invoke(
-        app,
-        [
-            "bench",
-            "--model",
-            str(qwen3_reranker_dir),
-            "--device",
-            "cpu",
-            "--dtypes",
-            "float32",
-            "--report",
-            str(out),
-            "--data",
-            str(shared_data),
-            "--seed-docs",
-            "3",
+    result = _bench(
+        qwen3_reranker_dir,
+        shared_data,
+        out,
+        *[
             "--lengths",
             "32,64",
             "--sweep-tokens",
@@ -41,16 +37,43 @@ def report_dir(qwen3_reranker_dir, shared_data, tmp_path_factory):
             "1,2",
             "--batch-length",
             "32",
-            "--memory-lengths",
-            "64,128",
-            "--reference-batch-size",
-            "2",
-            "--no-int8",
         ],
+        *["--memory-lengths", "64,128", "--reference-batch-size", "2", "--no-int8"],
     )
     assert result.exit_code == 0, result.output
     assert "seed speed ratio vs reference, float32" in result.output
+    (out / "output.txt").write_text(result.output, encoding="utf-8")
     return out
+
+
+def test_progress_lines_and_no_repeated_warnings(report_dir):
+    output = (report_dir / "output.txt").read_text(encoding="utf-8")
+    steps = [line for line in output.splitlines() if line.startswith("[bench ")]
+    # dtype, seed x2, length x2 x2, batch x2 x2, latency x2, memory x2
+    assert len(steps) == 15, steps
+    assert steps[0].startswith("[bench 1/15] dtype") and steps[-1].startswith("[bench 15/15]")
+    warnings = [line for line in output.splitlines() if "Warning" in line or "warn(" in line]
+    assert len(warnings) == len(set(warnings)), warnings
+    assert not any("max_length" in line for line in warnings)
+    assert "fastest dtype here:" in output
+
+
+def test_budget_skips_phases_and_draws_no_empty_plot(qwen3_reranker_dir, shared_data, tmp_path):
+    (tmp_path / "throughput_vs_length.png").write_bytes(b"stale plot of an earlier run")
+    result = _bench(
+        qwen3_reranker_dir,
+        shared_data,
+        tmp_path,
+        *["--phases", "seed,length_sweep,latency", "--no-reference", "--time-budget", "1"],
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "bench.json").read_text(encoding="utf-8"))
+    assert data["seed"]["float32"]["pairs"] >= 2  # the seed always runs
+    assert "latency" in data["skipped"] and "length_sweep" not in data
+    assert "latency skipped: estimated" in result.output
+    assert not list(tmp_path.glob("*.png"))  # neither the skipped phases nor the stale plot
+    summary = (tmp_path / "summary.md").read_text(encoding="utf-8")
+    assert "latency skipped" in summary
 
 
 def test_report_files_exist(report_dir):
