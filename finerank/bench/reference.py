@@ -9,6 +9,10 @@ Example:
     >>> ref = OfficialQwen3Reranker("/models/Qwen3-Reranker-0.6B")  # doctest: +SKIP
     >>> ref.scores(["capital of China?"], ["Beijing is the capital."])  # doctest: +SKIP
     [0.99...]
+    >>> print(OfficialQwen3Reranker.format_instruction(None, "capital of China?", "Beijing."))
+    <Instruct>: Given a web search query, retrieve relevant passages that answer the query
+    <Query>: capital of China?
+    <Document>: Beijing.
 """
 
 from __future__ import annotations

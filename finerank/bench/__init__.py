@@ -1,0 +1,1 @@
+"""Benchmarks of the engine: finerank vs the official reference code, matmul ceilings, reports."""
