@@ -185,6 +185,8 @@ def run_server(settings: Settings, *, log_level: str = "info", access_log: bool 
 async def _serve_and_announce(server, app, settings: Settings) -> None:
     import asyncio
 
+    from finerank.models.hardware import dtype_report
+
     task = asyncio.create_task(server.serve())
     service = app.state.service
     while not task.done():
@@ -197,6 +199,8 @@ async def _serve_and_announce(server, app, settings: Settings) -> None:
                 settings.host,
                 port,
             )
+            backend = service.reranker.backend
+            logger.info("finerank %s", dtype_report(backend.device, backend.dtype))
             break
         await asyncio.sleep(0.05)
     await task

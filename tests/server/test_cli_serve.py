@@ -128,6 +128,12 @@ def test_ready_line_and_loopback(server):
     assert server.name == "tiny" and server.url.startswith("http://127.0.0.1:")
     assert sum("finerank ready" in line for line in server.lines) == 1
     assert httpx.get(server.url + "/health").json() == {"status": "ok", "model": "tiny"}
+    # the line after it says which dtype runs and which one is fastest on this CPU
+    deadline = time.monotonic() + 10
+    while not any("finerank dtype float32 on CPU" in line for line in server.lines):
+        assert time.monotonic() < deadline, server.lines[-5:]
+        time.sleep(0.05)
+    assert any("fastest here: " in line for line in server.lines)
 
 
 def test_every_dialect_returns_the_python_api_scores(server, qwen3_reranker):
