@@ -22,6 +22,14 @@ def friendly_errors(func: F) -> F:
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
+        except ImportError as exc:  # an optional dependency: name the extra that brings it
+            from finerank.extras import missing_extra_hint
+
+            hint = missing_extra_hint(exc)
+            if hint is None:
+                raise
+            typer.secho(f"error: {hint}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2) from None
         except (FinerankError, TypeError, ValueError, OSError) as exc:
             typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
             raise typer.Exit(2) from None
