@@ -27,32 +27,61 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FINERANK_", frozen=True, extra="forbid")
 
     # --- model -----------------------------------------------------------------------------
-    model: str | None = Field(None, description="Reranker: local directory or hub id.")
-    served_model_name: str | None = Field(None, description="Name clients use; default: model.")
-    family: Literal["qwen3", "seq-cls"] | None = Field(None, description="Override detection.")
-    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
-    dtype: str = Field("auto", description="auto | float32 | bfloat16 | float16")
-    max_length: int = Field(8192, ge=16, le=131072, description="Tokens per pair, template incl.")
-    instruction: str | None = Field(None, description="Default instruction (Qwen3 only).")
-    quantize: Literal["none", "int8"] = Field("none", description="int8 dynamic (CPU only).")
+    model: str | None = Field(
+        None, description="Reranker: a local directory or a hub id."
+    )
+    served_model_name: str | None = Field(
+        None, description="Name clients see and send as `model`; default: the model's last part."
+    )
+    family: Literal["qwen3", "seq-cls"] | None = Field(
+        None, description="Model family; default: detected from config.json."
+    )
+    device: str = Field("auto", description="`auto` (CUDA if present), `cpu`, `cuda`, `cuda:N`.")
+    dtype: str = Field(
+        "auto",
+        description="`auto` (bf16 on CUDA, fp32 on CPU), `float32`, `bfloat16`, `float16` (CUDA).",
+    )
+    max_length: int = Field(
+        8192, ge=16, le=131072, description="Tokens per pair, template included."
+    )
+    instruction: str | None = Field(
+        None, description="Qwen3 instruction for requests that give none; default: the reference's."
+    )
+    quantize: Literal["none", "int8"] = Field(
+        "none", description="`int8`: dynamic int8 linear layers (CPU, from float32 weights)."
+    )
 
     # --- engine ----------------------------------------------------------------------------
     max_batch_tokens: int = Field(16384, ge=256, description="Token budget of one forward pass.")
-    long_document: LongDocumentMode = Field("truncate", description="truncate | chunk")
+    long_document: LongDocumentMode = Field(
+        "truncate", description="Default for documents longer than the context: cut or window."
+    )
     chunk_overlap: float = Field(0.125, ge=0.0, lt=0.9, description="Window overlap in chunk mode.")
-    share_prefix: bool = Field(True, description="Compute instruction+query tokens once.")
+    share_prefix: bool = Field(
+        True, description="Compute system prompt + instruction + query once per pack."
+    )
 
     # --- HTTP server -----------------------------------------------------------------------
-    host: str = Field("127.0.0.1")
-    port: int = Field(8000, ge=0, le=65535)
-    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    protect_health: bool = Field(False, description="Require the API key on /health, /metrics.")
-    max_documents_per_request: int = Field(1000, ge=1)
-    max_tokens_per_request: int = Field(2_000_000, ge=1)
-    max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024)
-    max_queue_pairs: int = Field(20_000, ge=1, description="Pairs waiting before 429.")
-    batch_wait_ms: float = Field(2.0, ge=0.0, description="Wait to fill a batch across requests.")
-    ui: bool = Field(False, description="Mount the web page at /ui.")
+    host: str = Field("127.0.0.1", description="Bind address (`0.0.0.0` exposes the server).")
+    port: int = Field(8000, ge=0, le=65535, description="Port; 0: any free port.")
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Accepted bearer keys; none: open (no key needed)."
+    )
+    protect_health: bool = Field(
+        False, description="Also require a key on `/health` and `/metrics`."
+    )
+    max_documents_per_request: int = Field(
+        1000, ge=1, description="Documents (or score pairs, embedding inputs) per request."
+    )
+    max_tokens_per_request: int = Field(
+        2_000_000, ge=1, description="Tokens per request, template included."
+    )
+    max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="Request body size.")
+    max_queue_pairs: int = Field(20_000, ge=1, description="Pairs waiting before `429`.")
+    batch_wait_ms: float = Field(
+        2.0, ge=0.0, description="Wait to fill a batch across requests (only under load)."
+    )
+    ui: bool = Field(False, description="Mount the web page at `/ui/` (serve).")
     ui_max_upload_bytes: int = Field(
         10 * 1024 * 1024, ge=1024, description="Largest file the page accepts as an upload."
     )
@@ -61,10 +90,18 @@ class Settings(BaseSettings):
     )
 
     # --- retrieval -------------------------------------------------------------------------
-    embedding_model: str | None = Field(None)
-    data_dir: Path | None = Field(None, description="Embedded Qdrant data; default user data dir.")
-    qdrant_url: str | None = Field(None)
-    qdrant_api_key: str | None = Field(None)
+    embedding_model: str | None = Field(
+        None,
+        description="Embedding model (directory, hub id or http(s) endpoint); enables "
+        "`/v1/embeddings`, search and collections; none at index time: BM25 only.",
+    )
+    data_dir: Path | None = Field(
+        None, description="Embedded store directory; default: `<user data dir>/finerank/qdrant`."
+    )
+    qdrant_url: str | None = Field(
+        None, description="A Qdrant server or cluster instead of the embedded store."
+    )
+    qdrant_api_key: str | None = Field(None, description="API key of that Qdrant server.")
 
     @field_validator("api_keys", mode="before")
     @classmethod
