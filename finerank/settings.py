@@ -27,9 +27,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FINERANK_", frozen=True, extra="forbid")
 
     # --- model -----------------------------------------------------------------------------
-    model: str | None = Field(
-        None, description="Reranker: a local directory or a hub id."
-    )
+    model: str | None = Field(None, description="Reranker: a local directory or a hub id.")
     served_model_name: str | None = Field(
         None, description="Name clients see and send as `model`; default: the model's last part."
     )
