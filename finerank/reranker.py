@@ -2,10 +2,13 @@
 
 Example:
     >>> from finerank import Reranker
-    >>> reranker = Reranker.from_pretrained("/models/Qwen3-Reranker-0.6B")  # doctest: +SKIP
+    >>> reranker = Reranker.from_pretrained("./tiny-qwen3")  # or "Qwen/Qwen3-Reranker-0.6B"
     >>> docs = ["The capital of China is Beijing.", "Gravity pulls things down."]
-    >>> reranker.rerank("What is the capital of China?", docs)  # doctest: +SKIP
-    [ScoreResult(index=0, score=0.99..., logit=..., span=None, document=None), ...]
+    >>> results = reranker.rerank("What is the capital of China?", docs)
+    >>> [(r.index, round(r.score, 4)) for r in results]  # a random-weight test model
+    [(0, 0.1011), (1, 0.0771)]
+
+    ``./tiny-qwen3`` is the test model of ``finerank make-test-model ./tiny-qwen3``.
 """
 
 from __future__ import annotations
@@ -118,10 +121,10 @@ class Reranker:
         one (its character ``span`` is returned).
 
         Example:
+            >>> reranker = Reranker.from_pretrained("./tiny-qwen3")
             >>> docs = ["Beijing is the capital of China.", "Bananas are yellow."]
-            >>> results = reranker.rerank("capital of China?", docs, top_n=1)  # doctest: +SKIP
-            >>> results[0].index  # doctest: +SKIP
-            0
+            >>> reranker.rerank("capital of China?", docs, top_n=1)  # random weights: noise
+            [ScoreResult(index=1, score=0.1052..., logit=-2.1404..., span=None, document=None)]
         """
         if top_n is not None:
             rank_results([], top_n)  # validates before any work
@@ -144,9 +147,10 @@ class Reranker:
         """Scores (P(yes), or sigmoid of the class logit) of raw (query, document) pairs.
 
         Example:
+            >>> reranker = Reranker.from_pretrained("./tiny-qwen3")
             >>> pairs = [("capital of China?", "Beijing is the capital of China.")]
-            >>> reranker.score(pairs)  # doctest: +SKIP
-            [0.99...]
+            >>> [round(score, 4) for score in reranker.score(pairs)]
+            [0.0986]
         """
         return [result.score for result in self.score_pairs(pairs, instruction=instruction)]
 
@@ -175,8 +179,9 @@ class Reranker:
         truncation); with no documents, the tokens of ``query`` alone.
 
         Example:
-            >>> reranker.count_tokens("hello")  # doctest: +SKIP
-            1
+            >>> reranker = Reranker.from_pretrained("./tiny-qwen3")
+            >>> reranker.count_tokens("hello"), reranker.count_tokens("hello", ["world"])
+            (1, 74)
         """
         if not documents:
             return self.backend.count_tokens(query)
