@@ -383,6 +383,19 @@ class BackgroundServer:
     log: Path
 
 
+def _ready(port: int, probe: str, kind: str, log: Path) -> bool:
+    """Up and loaded: ``probe`` answers 200; behind a key (401), the log says ready."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{probe}", timeout=5) as response:
+            return response.status == 200
+    except urllib.error.HTTPError as error:
+        if error.code not in (401, 403):
+            return False
+        return kind == "ui" or "finerank ready" in log.read_text(errors="replace")
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        return False
+
+
 class ShellSession:
     """One bash process per page: commands run in order, variables and cwd carry over."""
 
@@ -495,12 +508,8 @@ class PageRunner:
         probe = "/health" if kind == "serve" else "/ui/"
         deadline = time.monotonic() + timeout
         while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}{probe}", timeout=5) as r:
-                    if r.status == 200:
-                        return server
-            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-                pass
+            if _ready(port, probe, kind, log):
+                return server
             alive = self.shell.run(
                 f"kill -0 {server.pid} 2>/dev/null", timeout=10, stop_on_error=False
             )
