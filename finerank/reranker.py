@@ -164,7 +164,7 @@ class Reranker:
                 raise InvalidInputError(f"pairs[{position}] must be a (query, document) pair")
             query, document = pair
             if not isinstance(query, str) or not isinstance(document, str):
-                raise TypeError(f"pairs[{position}] must hold two strings")
+                raise InvalidInputError(f"pairs[{position}] must hold two strings")
             items.extend(self.backend.encode(query, [document], instruction))
         logits = self.engine.run(items)
         return [

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LongDocumentMode = Literal["truncate", "chunk"]
@@ -24,7 +24,9 @@ LongDocumentMode = Literal["truncate", "chunk"]
 class Settings(BaseSettings):
     """Configuration shared by the CLI, the HTTP server, the web page and Ray."""
 
-    model_config = SettingsConfigDict(env_prefix="FINERANK_", frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="FINERANK_", frozen=True, extra="forbid", hide_input_in_errors=True
+    )
 
     # --- model -----------------------------------------------------------------------------
     model: str | None = Field(None, description="Reranker: a local directory or a hub id.")
@@ -63,10 +65,24 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Bind address (`0.0.0.0` exposes the server).")
     port: int = Field(8000, ge=0, le=65535, description="Port; 0: any free port.")
     api_keys: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="Accepted bearer keys; none: open (no key needed)."
+        default_factory=list,
+        description="Accepted bearer keys; none: open (no key needed); an empty key refuses "
+        "to start.",
     )
     protect_health: bool = Field(
-        False, description="Also require a key on `/health` and `/metrics`."
+        False, description="Also require a key on `/health`, `/metrics` and the API docs."
+    )
+    session_hours: float = Field(
+        12.0, gt=0, le=24 * 365, description="Lifetime of a browser session after signing in."
+    )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="`Host` names answered besides `localhost` / `127.0.0.1` / `[::1]` on a "
+        "loopback bind (`*`: any name).",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Browser origins allowed to call the API cross-site (never with cookies).",
     )
     max_documents_per_request: int = Field(
         1000, ge=1, description="Documents (or score pairs, embedding inputs) per request."
@@ -101,17 +117,39 @@ class Settings(BaseSettings):
     )
     qdrant_api_key: str | None = Field(None, description="API key of that Qdrant server.")
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "allowed_hosts", "cors_origins", mode="before")
     @classmethod
-    def _split_keys(cls, value: object) -> object:
+    def _split_list(cls, value: object, info: ValidationInfo) -> object:
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):
                 import json
 
                 return json.loads(text)
-            return [part.strip() for part in text.split(",") if part.strip()]
+            parts = [part.strip() for part in text.split(",")]
+            if info.field_name == "api_keys":
+                return parts  # empty parts are refused below, not dropped
+            return [part for part in parts if part]
         return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_keys(cls, keys: list[str]) -> list[str]:
+        checked = []
+        for key in keys:
+            key = key.strip()
+            if not key:
+                raise ValueError(
+                    "an API key is empty: give real keys (--api-key KEY, FINERANK_API_KEYS="
+                    "'k1,k2'), or none at all for an open server"
+                )
+            if any(not (33 <= ord(c) <= 126) for c in key):
+                raise ValueError(
+                    "an API key holds a space, a control or a non-ASCII character: "
+                    "keys travel in an HTTP header, use printable ASCII"
+                )
+            checked.append(key)
+        return checked
 
     @property
     def public_model_name(self) -> str:

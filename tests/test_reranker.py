@@ -63,11 +63,11 @@ def test_empty_document_list_gives_empty_result(qwen3_reranker):
 
 
 def test_non_string_document_names_the_index(qwen3_reranker):
-    with pytest.raises(TypeError, match=r"documents\[2\]"):
+    with pytest.raises(InvalidInputError, match=r"documents\[2\]"):
         qwen3_reranker.rerank("q", ["a", "b", 3])
-    with pytest.raises(TypeError, match="list of strings"):
+    with pytest.raises(InvalidInputError, match="list of strings"):
         qwen3_reranker.rerank("q", "not a list")
-    with pytest.raises(TypeError, match="query must be a string"):
+    with pytest.raises(InvalidInputError, match="query must be a string"):
         qwen3_reranker.rerank(None, ["a"])
 
 

@@ -57,6 +57,7 @@ from finerank.bench.measure import (
     timed,
 )
 from finerank.bench.progress import BenchProgress
+from finerank.errors import InvalidInputError
 
 SEED_QUERY = "非法获取敌公司的服务器数据并破坏服务器，应采取什么处置措施？罚款多少？"
 SEED_INSTRUCTION = (
@@ -113,10 +114,10 @@ class BenchConfig:
                 self.time_budget_s = QUICK_BUDGET_S
         for name in self.dtypes or ():
             if name not in _DTYPE_NAMES:
-                raise ValueError(f"unknown dtype {name!r}: use float32, bfloat16 or float16")
+                raise InvalidInputError(f"unknown dtype {name!r}: use float32, bfloat16 or float16")
         unknown = set(self.phases) - set(PHASES)
         if unknown:
-            raise ValueError(f"unknown phases {sorted(unknown)}: choose from {list(PHASES)}")
+            raise InvalidInputError(f"unknown phases {sorted(unknown)}: choose from {list(PHASES)}")
 
 
 def default_data_dir() -> Path:
@@ -144,7 +145,7 @@ def seed_workload(data_dir: Path, count: int = 50) -> tuple[str, str, list[str],
             ids.append(record["id"])
             docs.append(record["text"])
     if not docs:
-        raise ValueError(f"{path} holds no {SEED_PREFIX}* articles")
+        raise InvalidInputError(f"{path} holds no {SEED_PREFIX}* articles")
     return SEED_QUERY, SEED_INSTRUCTION, ids[:count], docs[:count]
 
 

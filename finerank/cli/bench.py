@@ -7,15 +7,16 @@ from pathlib import Path
 import typer
 
 from finerank.cli.common import friendly_errors
+from finerank.errors import InvalidInputError
 
 
 def _ints(text: str, option: str) -> tuple[int, ...]:
     try:
         values = tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise ValueError(f"{option} takes comma-separated integers, got {text!r}") from None
+        raise InvalidInputError(f"{option} takes comma-separated integers, got {text!r}") from None
     if any(value < 1 for value in values):
-        raise ValueError(f"{option} values must be positive, got {text!r}")
+        raise InvalidInputError(f"{option} values must be positive, got {text!r}")
     return values
 
 
@@ -113,7 +114,7 @@ def register(app: typer.Typer) -> None:
         chosen = tuple(p.strip() for p in phases.split(",") if p.strip())
         unknown = set(chosen) - set(PHASES)
         if unknown:
-            raise ValueError(f"unknown phases {sorted(unknown)}: choose from {list(PHASES)}")
+            raise InvalidInputError(f"unknown phases {sorted(unknown)}: choose from {list(PHASES)}")
         config = BenchConfig(
             model=model,
             size=size,

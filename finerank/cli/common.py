@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -13,28 +15,61 @@ import typer
 from finerank.errors import FinerankError, InvalidInputError
 
 F = TypeVar("F", bound=Callable)
+logger = logging.getLogger("finerank.cli")
 
 
 def friendly_errors(func: F) -> F:
-    """Print finerank / input errors as one red line and exit 2 instead of a traceback."""
+    """Errors as one red line on stderr instead of a traceback.
+
+    Bad input, bad settings and the environment (files, disk, network; :mod:`finerank.errors`,
+    invalid settings, ``OSError``) exit 2 with their message. Anything else is a bug: one line
+    saying so (exit 1), the traceback in the log at debug level, or in full with
+    ``FINERANK_DEBUG=1``.
+    """
 
     @wraps(func)
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
-        except ImportError as exc:  # an optional dependency: name the extra that brings it
-            from finerank.extras import missing_extra_hint
-
-            hint = missing_extra_hint(exc)
-            if hint is None:
+        except typer.Exit:
+            raise
+        except Exception as exc:  # noqa: BLE001 - sorted into user errors and bugs below
+            user_error = user_error_message(exc)
+            if user_error is not None:
+                typer.secho(f"error: {user_error}", fg=typer.colors.RED, err=True)
+                raise typer.Exit(2) from None
+            if os.environ.get("FINERANK_DEBUG"):
                 raise
-            typer.secho(f"error: {hint}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(2) from None
-        except (FinerankError, TypeError, ValueError, OSError) as exc:
-            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(2) from None
+            logger.debug("unexpected error", exc_info=exc)
+            typer.secho(
+                f"error: unexpected {type(exc).__name__}: {exc} (this is a bug in finerank; "
+                "run with FINERANK_DEBUG=1 for the traceback and please report it)",
+                fg=typer.colors.RED,
+                err=True,
+            )
+            raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def user_error_message(exc: BaseException) -> str | None:
+    """The one-line message of an error the user can fix, or ``None`` for a bug."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        problems = []
+        for error in exc.errors(include_url=False, include_input=False):
+            where = ".".join(str(part) for part in error.get("loc", ())) or "settings"
+            message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+            problems.append(f"{where}: {message}")
+        return "invalid setting " + "; ".join(problems)
+    if isinstance(exc, ImportError):  # an optional dependency: name the extra that brings it
+        from finerank.extras import missing_extra_hint
+
+        return missing_extra_hint(exc)
+    if isinstance(exc, (FinerankError, OSError, typer.BadParameter)):
+        return " ".join(str(exc).split()) or type(exc).__name__
+    return None
 
 
 def read_documents(path: Path) -> list[str]:

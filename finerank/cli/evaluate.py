@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from finerank.cli.common import friendly_errors
+from finerank.errors import InvalidInputError
 
 FIRST_STAGES = ("bm25", "dense", "hybrid")
 
@@ -50,7 +51,7 @@ def eval_command(
     from finerank.evaluation.first_stage import make_first_stage
 
     if first_stage not in FIRST_STAGES:
-        raise ValueError(f"--first-stage must be one of {', '.join(FIRST_STAGES)}")
+        raise InvalidInputError(f"--first-stage must be one of {', '.join(FIRST_STAGES)}")
     data = load_beir(dataset, split=split).head(max_queries)
     stage = make_first_stage(first_stage, embedding_model=embedding_model, device=device)
     reranker = None

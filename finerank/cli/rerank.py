@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from finerank.cli.common import friendly_errors, read_documents
+from finerank.errors import InvalidInputError
 
 
 def register(app: typer.Typer) -> None:
@@ -39,7 +40,7 @@ def rerank_command(
     if docs_file is not None:
         documents.extend(read_documents(docs_file))
     if not documents:
-        raise ValueError("no documents: pass --doc TEXT (repeatable) or --docs-file FILE")
+        raise InvalidInputError("no documents: pass --doc TEXT (repeatable) or --docs-file FILE")
     from finerank import Reranker
 
     reranker = Reranker.from_pretrained(

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from finerank.cli.common import friendly_errors
+from finerank.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from finerank.settings import Settings
@@ -38,6 +39,10 @@ def serve_command(
     api_key: Annotated[
         list[str] | None,
         typer.Option("--api-key", help="Require 'Authorization: Bearer KEY' (repeatable)."),
+    ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option("--allowed-host", help="Host name to answer for besides loopback ones."),
     ] = None,
     max_batch_tokens: Annotated[
         int | None, typer.Option(help="Token budget of one forward pass [16384].")
@@ -89,6 +94,7 @@ def serve_command(
         port=port,
         served_model_name=served_model_name,
         api_keys=api_key or None,
+        allowed_hosts=allowed_host or None,
         max_batch_tokens=max_batch_tokens,
         max_length=max_length,
         device=device,
@@ -120,7 +126,9 @@ def serve_command(
             )
         )
     if replicas is not None or autoscale is not None or gpus_per_replica or ray_address:
-        raise ValueError("--replicas, --autoscale, --gpus-per-replica, --ray-address need --ray")
+        raise InvalidInputError(
+            "--replicas, --autoscale, --gpus-per-replica, --ray-address need --ray"
+        )
     raise typer.Exit(run_server(settings, log_level=log_level, access_log=access_log))
 
 
@@ -130,7 +138,7 @@ def serve_settings(**flags: Any) -> Settings:
 
     settings = Settings(**{name: value for name, value in flags.items() if value is not None})
     if not settings.model:
-        raise ValueError("no model: pass --model PATH_OR_ID (or set FINERANK_MODEL)")
+        raise InvalidInputError("no model: pass --model PATH_OR_ID (or set FINERANK_MODEL)")
     return settings
 
 
@@ -193,11 +201,13 @@ async def _serve_and_announce(server, app, settings: Settings) -> None:
         if server.started and service.ready:
             sockets = [s for srv in server.servers for s in srv.sockets]
             port = sockets[0].getsockname()[1] if sockets else settings.port
+            page = f"; page: http://{settings.host}:{port}/ui/" if settings.ui else ""
             logger.info(
-                "finerank ready: serving %r on http://%s:%d (docs: /docs)",
+                "finerank ready: serving %r on http://%s:%d (docs: /docs%s)",
                 service.model_name,
                 settings.host,
                 port,
+                page,
             )
             backend = service.reranker.backend
             logger.info("finerank %s", dtype_report(backend.device, backend.dtype))

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from finerank.cli.common import friendly_errors
+from finerank.errors import InvalidInputError
 
 
 class ModelKind(StrEnum):
@@ -42,7 +43,7 @@ def make_test_model(
     from finerank import testing
 
     if size is not ModelSize.tiny and kind is not ModelKind.qwen3_reranker:
-        raise ValueError(f"--size {size.value} applies to qwen3-reranker only")
+        raise InvalidInputError(f"--size {size.value} applies to qwen3-reranker only")
     use = f"finerank serve --model {target}"
     if kind is ModelKind.qwen3_embedding:
         use = f"finerank serve --model RERANKER --embedding-model {target}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -37,6 +39,14 @@ def ui_command(
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
     dtype: Annotated[str | None, typer.Option(help="auto | float32 | bfloat16 | float16")] = None,
     max_length: Annotated[int | None, typer.Option(min=16, help="Tokens per pair.")] = None,
+    api_key: Annotated[
+        list[str] | None,
+        typer.Option("--api-key", help="Require this key to open the page (repeatable)."),
+    ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option("--allowed-host", help="Host name to answer for besides loopback ones."),
+    ] = None,
 ) -> None:
     """Serve the web page: rerank documents, or search a collection and see what the
     reranker changed. Open http://HOST:PORT/ui/ in a browser."""
@@ -55,8 +65,30 @@ def ui_command(
         "device": device,
         "dtype": dtype,
         "max_length": max_length,
+        "api_keys": api_key or None,
+        "allowed_hosts": allowed_host or None,
     }
     settings = Settings(**{name: value for name, value in flags.items() if value is not None})
     app = create_ui_app(settings, collection=collection)
-    typer.secho(f"finerank ui on http://{settings.host}:{settings.port}/ui/", err=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning")
+    server = uvicorn.Server(config)
+    # uvicorn re-raises the signal it stopped on once it is done; with these handlers the
+    # re-raise is a no-op and a graceful SIGTERM / Ctrl-C exits 0.
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        asyncio.run(_serve_and_announce(server, settings))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+async def _serve_and_announce(server, settings) -> None:
+    task = asyncio.create_task(server.serve())
+    while not task.done() and not server.started:
+        await asyncio.sleep(0.05)
+    if server.started:
+        sockets = [s for srv in server.servers for s in srv.sockets]
+        port = sockets[0].getsockname()[1] if sockets else settings.port
+        keyed = " (needs the API key)" if settings.api_keys else ""
+        typer.secho(f"finerank ui ready: http://{settings.host}:{port}/ui/{keyed}", err=True)
+    await task

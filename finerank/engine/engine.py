@@ -99,10 +99,14 @@ def rank_results(results: list[ScoreResult], top_n: int | None) -> list[ScoreRes
 def validate_documents(documents: object) -> list[str]:
     """Check that ``documents`` is a list of strings; say which index is wrong otherwise."""
     if isinstance(documents, str) or not isinstance(documents, Sequence):
-        raise TypeError(f"documents must be a list of strings, got {type(documents).__name__}")
+        raise InvalidInputError(
+            f"documents must be a list of strings, got {type(documents).__name__}"
+        )
     for index, document in enumerate(documents):
         if not isinstance(document, str):
-            raise TypeError(f"documents[{index}] must be a string, got {type(document).__name__}")
+            raise InvalidInputError(
+                f"documents[{index}] must be a string, got {type(document).__name__}"
+            )
     return list(documents)
 
 
@@ -124,7 +128,7 @@ class ScoringEngine:
         chunk_overlap: float = 0.125,
     ):
         if max_batch_tokens < 1:
-            raise ValueError("max_batch_tokens must be positive")
+            raise InvalidInputError("max_batch_tokens must be positive")
         self.backend = backend
         self.max_batch_tokens = max_batch_tokens
         self.share_prefix = share_prefix and backend.supports_prefix_sharing
@@ -142,9 +146,11 @@ class ScoringEngine:
     ) -> PreparedRequest:
         """Validate and tokenize one request (no model call)."""
         if not isinstance(query, str):
-            raise TypeError(f"query must be a string, got {type(query).__name__}")
+            raise InvalidInputError(f"query must be a string, got {type(query).__name__}")
         if instruction is not None and not isinstance(instruction, str):
-            raise TypeError(f"instruction must be a string, got {type(instruction).__name__}")
+            raise InvalidInputError(
+                f"instruction must be a string, got {type(instruction).__name__}"
+            )
         docs = validate_documents(documents)
         if long_document not in ("truncate", "chunk"):
             raise InvalidInputError(

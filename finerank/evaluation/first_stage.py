@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
+from finerank.errors import InvalidInputError
+
 Ranking = list[tuple[str, float]]
 
 
@@ -75,7 +77,7 @@ class ProductFirstStage:
 
     def __init__(self, mode: str = "bm25", *, embedder=None, max_chunk_tokens: int = 100_000):
         if mode in ("dense", "hybrid") and embedder is None:
-            raise ValueError(f"--first-stage {mode} needs --embedding-model")
+            raise InvalidInputError(f"--first-stage {mode} needs --embedding-model")
         self.name = mode
         self.mode = mode
         self.embedder = embedder
@@ -145,7 +147,7 @@ def make_first_stage(
         import finerank.retrieval.search  # noqa: F401
     except ImportError:
         if mode != "bm25":
-            raise ValueError(
+            raise InvalidInputError(
                 f"--first-stage {mode} needs finerank's retrieval extra: "
                 "pip install 'finerank[retrieval]'"
             ) from None

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from finerank.errors import ModelLoadError
+from finerank.errors import InvalidInputError, ModelLoadError
 from finerank.models.base import EncodedPair, Pack
 from finerank.models.template import (
     NO_TOKEN,
@@ -53,7 +53,7 @@ def build_template(tokenizer, max_length: int) -> Qwen3Template:
     prefix = tuple(tokenizer.encode(QWEN3_SYSTEM_PREFIX, add_special_tokens=False))
     suffix = tuple(tokenizer.encode(QWEN3_ASSISTANT_SUFFIX, add_special_tokens=False))
     if max_length <= len(prefix) + len(suffix):
-        raise ValueError(
+        raise InvalidInputError(
             f"max_length={max_length} leaves no room for text: the Qwen3 template alone takes "
             f"{len(prefix) + len(suffix)} tokens"
         )
@@ -327,7 +327,7 @@ class PackedDecoder:
         if getattr(config, "use_sliding_window", False):
             raise ModelLoadError("Qwen3 models with sliding-window attention are not supported")
         if attention not in ("auto", "sdpa", "varlen"):
-            raise ValueError("attention must be 'auto', 'sdpa' or 'varlen'")
+            raise InvalidInputError("attention must be 'auto', 'sdpa' or 'varlen'")
         self.attention = attention
         self._varlen = _load_varlen_attn() if attention != "sdpa" else None
         self._varlen_checked = attention == "varlen"

@@ -46,11 +46,11 @@ def format_qwen3_query(query: str, task: str | None = None) -> str:
 
 def _check_texts(texts: Sequence[str], what: str = "texts") -> list[str]:
     if isinstance(texts, str):
-        raise TypeError(f"{what} must be a list of strings, not one string")
+        raise InvalidInputError(f"{what} must be a list of strings, not one string")
     out = list(texts)
     for index, text in enumerate(out):
         if not isinstance(text, str):
-            raise TypeError(f"{what}[{index}] must be a string, got {type(text).__name__}")
+            raise InvalidInputError(f"{what}[{index}] must be a string, got {type(text).__name__}")
     return out
 
 

@@ -166,7 +166,7 @@ class SearchService:
             [100, 100]
         """
         if isinstance(queries, str):
-            raise TypeError("queries must be a list of strings, not one string")
+            raise InvalidInputError("queries must be a list of strings, not one string")
         for index, query in enumerate(queries):
             if not isinstance(query, str) or not query.strip():
                 raise InvalidInputError(f"queries[{index}] must be a non-empty string")

@@ -58,6 +58,7 @@ from finerank.server.schemas import (
     Tokens,
     Usage,
 )
+from finerank.server.security import install_security
 from finerank.service import RerankOutcome, RerankService
 from finerank.settings import Settings
 
@@ -152,6 +153,7 @@ def create_app(
     if settings.ui:
         _mount_ui(app, service, settings)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    install_security(app, settings)
     app.add_middleware(
         ObservedApp,
         metrics=metrics,

@@ -3,7 +3,8 @@
 Every error body has one shape::
 
     {"error": {"type": "limit_exceeded", "message": "too many documents: ...", "code": 413,
-               "limit": "max_documents_per_request", "limit_value": 1000, "value": 1001}}
+               "limit": "max_documents_per_request", "limit_value": 1000, "value": 1001},
+     "detail": "too many documents: ..."}
 
 Domain errors (:mod:`finerank.errors`) map to a status by class; request validation errors
 become 422 (400 for malformed JSON); anything unexpected is a 500 whose body hides internals.
@@ -80,7 +81,8 @@ def error_response(
         "code": status,
         **extra,
     }
-    return JSONResponse({"error": body}, status_code=status, headers=headers)
+    # "detail" (FastAPI's and Jina's field) too: llama-index, haystack and langchain read it.
+    return JSONResponse({"error": body, "detail": message}, status_code=status, headers=headers)
 
 
 def exception_response(exc: Exception) -> JSONResponse:

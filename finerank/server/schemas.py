@@ -219,3 +219,4 @@ class ErrorResponse(BaseModel):
     """The one error shape of every endpoint."""
 
     error: ErrorBody
+    detail: str = Field(description="The message again (what Jina-style clients read).")

@@ -16,7 +16,7 @@ from typing import Literal
 
 import torch
 
-from finerank.errors import ModelLoadError
+from finerank.errors import InvalidInputError, ModelLoadError
 
 QWEN3_VOCAB_SIZE = 151669
 MARKER = "finerank-test-model.json"  # what a builder wrote: kind, size, seed
@@ -212,7 +212,7 @@ def _qwen3_config(size: Size, *, tie: bool, initializer_range: float):
             head_dim=128,
             **common,
         )
-    raise ValueError(f"unknown size {size!r}: tiny or 0.6b")
+    raise InvalidInputError(f"unknown size {size!r}: tiny or 0.6b")
 
 
 def build_qwen3_reranker(

@@ -86,7 +86,9 @@ def _top_n(value: float | None) -> int | None:
     if value is None or value == 0:
         return None
     if value < 0 or int(value) != value:
-        raise ValueError(f"top_n must be a whole number >= 1 (or empty for all), got {value}")
+        raise InvalidInputError(
+            f"top_n must be a whole number >= 1 (or empty for all), got {value}"
+        )
     return int(value)
 
 
@@ -380,6 +382,7 @@ def create_ui_app(settings: Settings, *, collection: str | None = None) -> FastA
     from fastapi import FastAPI
     from fastapi.responses import RedirectResponse
 
+    from finerank.server.security import install_security
     from finerank.service import RerankService
 
     service = RerankService(settings) if settings.model else None
@@ -408,7 +411,10 @@ def create_ui_app(settings: Settings, *, collection: str | None = None) -> FastA
             if "backend" in holder:
                 holder["backend"].close()
 
-    app = FastAPI(title="finerank ui", lifespan=lifespan)
+    # No API docs: the page's app has no API of its own.
+    app = FastAPI(
+        title="finerank ui", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:
@@ -417,4 +423,5 @@ def create_ui_app(settings: Settings, *, collection: str | None = None) -> FastA
     holder["backend"] = mount_ui(
         app, service, settings, collection=collection, retrieval=lambda: None
     )
+    install_security(app, settings)
     return app

@@ -87,7 +87,7 @@ async def in_process_answers(settings: Settings, reranker) -> list[tuple[int, ob
     app = create_app(settings, RerankService(settings, reranker=reranker))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             return await call_all(client)
 
 

@@ -8,6 +8,7 @@ import random
 import pytest
 
 from finerank.engine.engine import _slices
+from finerank.errors import InvalidInputError
 from finerank.models.qwen3 import encode_truncated
 from tests.engine.conftest import QUERY, sentences
 
@@ -97,7 +98,7 @@ def test_sliced_request_equals_one_request(qwen3_reranker, mixed_docs):
 
 
 def test_sliced_request_reports_bad_input(qwen3_reranker):
-    with pytest.raises(TypeError, match=r"documents\[1\]"):
+    with pytest.raises(InvalidInputError, match=r"documents\[1\]"):
         qwen3_reranker.engine.score_request(QUERY, ["a", 3], slice_chars=1)
     with pytest.raises(ValueError, match="long_document"):
         qwen3_reranker.engine.score_request(

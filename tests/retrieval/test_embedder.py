@@ -118,9 +118,9 @@ def test_qwen3_dir_with_sentence_transformers_config_stays_qwen3(qwen3_embedding
 
 
 def test_bad_inputs_are_clear_errors(qwen3_embedder):
-    with pytest.raises(TypeError, match=r"texts\[1\]"):
+    with pytest.raises(InvalidInputError, match=r"texts\[1\]"):
         qwen3_embedder.embed_documents(["ok", 3])
-    with pytest.raises(TypeError, match="list of strings"):
+    with pytest.raises(InvalidInputError, match="list of strings"):
         qwen3_embedder.embed_documents("one string")
     assert qwen3_embedder.embed_documents([]).shape == (0, 64)
     with pytest.raises(ModelLoadError, match="not found"):

@@ -43,7 +43,7 @@ def client(tmp_path_factory, qwen3_reranker_dir, qwen3_embedding_dir, qwen3_rera
         max_documents_per_request=10,
     )
     app = create_app(settings, RerankService(settings, reranker=qwen3_reranker))
-    with TestClient(app) as test_client:
+    with TestClient(app, base_url="http://localhost") as test_client:
         yield test_client
 
 
@@ -85,7 +85,7 @@ def test_remote_embedder_against_the_server(client, qwen3_embedder):
     from finerank.retrieval.embedder import RemoteEmbedder
 
     local = qwen3_embedder
-    remote = RemoteEmbedder("http://testserver/v1/", http_client=client, batch_size=2)
+    remote = RemoteEmbedder("http://localhost/v1/", http_client=client, batch_size=2)
     assert remote.dimension == 64
     texts = ["a", "bb", "网络", "d", "e"]  # three requests of at most two texts
     np.testing.assert_allclose(
@@ -97,7 +97,7 @@ def test_remote_embedder_against_the_server(client, qwen3_embedder):
         atol=1e-6,
     )
     with pytest.raises(ServiceUnavailableError, match="answered 404"):
-        RemoteEmbedder("http://testserver", http_client=client, model="other")
+        RemoteEmbedder("http://localhost", http_client=client, model="other")
 
 
 @pytest.mark.parametrize(

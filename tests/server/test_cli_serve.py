@@ -200,7 +200,7 @@ def test_a_disconnecting_client_frees_its_queued_work(server):
     port = int(server.url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port)) as sock:
         sock.sendall(
-            b"POST /v1/rerank HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\n"
+            b"POST /v1/rerank HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer s3cret\r\n"
             + b"Content-Type: application/json\r\n"
             + f"Content-Length: {len(body)}\r\n\r\n".encode()
             + body

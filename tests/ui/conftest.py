@@ -91,37 +91,70 @@ def serving(app, port: int):
         thread.join(timeout=30)
 
 
-@pytest.fixture(scope="session")
-def ui_server(qwen3_reranker, qwen3_reranker_dir, law_collection):
-    """(base URL, settings) of a running server with the page at /ui."""
+@contextlib.contextmanager
+def _serve_with_page(reranker, model_dir, **overrides):
+    """``finerank serve --ui`` (``create_app``) on the loaded ``reranker``: (base, settings)."""
     from finerank.server.app import create_app
     from finerank.service import RerankService
     from finerank.settings import Settings
 
-    settings = Settings(
-        model=str(qwen3_reranker_dir),
-        ui=True,
-        data_dir=law_collection,
-        max_documents_per_request=30,
-        port=_free_port(),
-    )
-    service = RerankService(settings, reranker=qwen3_reranker)
+    settings = Settings(model=str(model_dir), ui=True, port=_free_port(), **overrides)
+    service = RerankService(settings, reranker=reranker)
     service.start()
     app = create_app(settings, service)
-    with serving(app, settings.port) as base:
-        yield base, settings
-    service.stop()
-    app.state.ui_backend.close()
+    try:
+        with serving(app, settings.port) as base:
+            yield base, settings
+    finally:
+        service.stop()
+        app.state.ui_backend.close()
+
+
+@pytest.fixture(scope="session")
+def ui_server(qwen3_reranker, qwen3_reranker_dir, law_collection):
+    """(base URL, settings) of a running server with the page at /ui."""
+    with _serve_with_page(
+        qwen3_reranker, qwen3_reranker_dir, data_dir=law_collection, max_documents_per_request=30
+    ) as served:
+        yield served
+
+
+UI_KEY = "page-key-0123456789"
+
+
+@pytest.fixture(scope="session")
+def ui_keyed_server(qwen3_reranker, qwen3_reranker_dir, tmp_path_factory):
+    """(base URL, settings) of ``finerank serve --ui --api-key UI_KEY``."""
+    data_dir = tmp_path_factory.mktemp("keyed-data")
+    with _serve_with_page(
+        qwen3_reranker, qwen3_reranker_dir, api_keys=[UI_KEY], data_dir=data_dir
+    ) as served:
+        yield served
+
+
+def _page_alone(qwen3_reranker_dir, **overrides):
+    from finerank.settings import Settings
+    from finerank.ui.app import create_ui_app
+
+    settings = Settings(
+        model=str(qwen3_reranker_dir), port=_free_port(), ui_max_pending_uploads=4, **overrides
+    )
+    return settings, create_ui_app(settings)
 
 
 @pytest.fixture(scope="session")
 def ui_alone_server(qwen3_reranker_dir):
     """(base URL, settings) of the page alone (``finerank ui``: ``create_ui_app``)."""
-    from finerank.settings import Settings
-    from finerank.ui.app import create_ui_app
+    settings, app = _page_alone(qwen3_reranker_dir)
+    with serving(app, settings.port) as base:
+        yield base, settings
 
-    settings = Settings(model=str(qwen3_reranker_dir), port=_free_port(), ui_max_pending_uploads=4)
-    with serving(create_ui_app(settings), settings.port) as base:
+
+@pytest.fixture(scope="session")
+def ui_alone_keyed_server(qwen3_reranker_dir):
+    """(base URL, settings) of ``finerank ui --api-key UI_KEY``."""
+    settings, app = _page_alone(qwen3_reranker_dir, api_keys=[UI_KEY])
+    with serving(app, settings.port) as base:
         yield base, settings
 
 

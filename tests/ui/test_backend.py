@@ -118,7 +118,7 @@ def test_standalone_app_redirects_to_the_page():
 
     from finerank.ui.app import create_ui_app
 
-    with TestClient(create_ui_app(Settings())) as client:
+    with TestClient(create_ui_app(Settings()), base_url="http://localhost") as client:
         root = client.get("/", follow_redirects=False)
         assert root.status_code in (302, 307) and root.headers["location"] == "/ui/"
         page = client.get("/ui/")

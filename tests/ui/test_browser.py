@@ -177,3 +177,27 @@ def test_the_example_instruction_leaves_with_the_example_query(page, qwen3_reran
         "() => document.querySelector('#fr-search-instruction textarea').value === ''",
         timeout=TIMEOUT_MS,
     )
+
+
+def test_a_keyed_page_opens_after_signing_in(browser, ui_keyed_server):
+    from tests.ui.conftest import UI_KEY
+
+    base = ui_keyed_server[0]
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"{base}/ui/")
+        assert "/login" in page.url  # sent to the login form, nothing of the page served
+        page.fill("#key", "wrong-key")
+        page.click("button[type=submit]")
+        assert "not valid" in page.inner_text("body")
+        page.fill("#key", UI_KEY)
+        page.click("button[type=submit]")
+        page.wait_for_selector("#fr-rerank-button", timeout=TIMEOUT_MS)
+        page.click("#fr-rerank-button")  # queue, SSE and all run on the session cookie
+        _wait_for_output(page, "#fr-rerank-output")
+        assert len(_rerank_order(page)) == len(example()["articles"])
+        cookie = next(c for c in context.cookies() if c["name"] == "finerank_session")
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    finally:
+        context.close()

@@ -16,23 +16,32 @@ import time
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
 
+from tests.ui.conftest import UI_KEY
 from tests.ui.page_api import PageClient, file_data
 
 PASSWD = "/etc/passwd"
 
 
-@pytest.fixture(params=["serve --ui", "finerank ui"])
+SERVERS = {
+    "serve --ui": "ui_server",
+    "finerank ui": "ui_alone_server",
+    "serve --ui --api-key": "ui_keyed_server",
+    "finerank ui --api-key": "ui_alone_keyed_server",
+}
+
+
+@pytest.fixture(params=list(SERVERS))
 def server(request):
-    fixture = "ui_server" if request.param == "serve --ui" else "ui_alone_server"
-    return request.getfixturevalue(fixture)
+    return request.getfixturevalue(SERVERS[request.param])
 
 
 @pytest.fixture
 def client(server):
-    page = PageClient(server[0])
+    """A client of the page; on a keyed server it sends the key."""
+    keyed = bool(server[1].api_keys)
+    page = PageClient(server[0], headers={"Authorization": f"Bearer {UI_KEY}"} if keyed else None)
     yield page
     page.close()
 
@@ -195,10 +204,48 @@ def test_the_page_still_ranks(client):
     assert "2 documents ranked; instruction: the default" in answer.data[0]
 
 
-def test_refused_routes_do_not_reach_gradio(server):
-    base = server[0]
-    with httpx.Client(timeout=30) as http:
-        for path in ("/ui/gradio_api/file=/etc/passwd", "/ui/gradio_api/upload"):
-            answer = http.get(base + path)
-            assert answer.status_code == 404
-            assert answer.json()["detail"] == "not found"
+def test_refused_routes_do_not_reach_gradio(client):
+    for path in ("/gradio_api/file=/etc/passwd", "/gradio_api/upload"):
+        answer = client.http.get(client.base + path)
+        assert answer.status_code == 404
+        assert answer.json()["detail"] == "not found"
+
+
+@pytest.mark.parametrize("fixture", ["ui_keyed_server", "ui_alone_keyed_server"])
+def test_without_the_key_the_page_gives_nothing(request, fixture, secret):
+    """Every part of the page (HTML, config, events, uploads, files, queue/SSE) needs the key;
+    the exploits without a key end at the door."""
+    base = request.getfixturevalue(fixture)[0]
+    secret_path, marker = secret
+    anonymous = PageClient(base)
+    wrong = PageClient(base, headers={"Authorization": "Bearer not-the-key"})
+    try:
+        for page in (anonymous, wrong):
+            gets = [
+                "/",
+                "/config",
+                "/info",
+                "/theme.css",
+                "/gradio_api/info",
+                "/gradio_api/queue/data?session_hash=x",
+                "/gradio_api/call/do_rerank/abc",
+                f"/gradio_api/file={PASSWD}",
+                "/assets/index.js",
+            ]
+            for path in gets:
+                answer = page.http.get(page.base + path, follow_redirects=False)
+                assert answer.status_code == 401, (path, answer.status_code)
+                assert answer.json()["detail"].startswith("missing or invalid API key")
+            assert page.upload("a.txt", b"x\n").status_code == 401
+            for target in (PASSWD, str(secret_path)):
+                answer = page.call("do_rerank", ["q", "", file_data(target), 0, "truncate"])
+                assert answer.join_status == 401 and marker not in answer.text
+                assert page.join(0, [file_data(target)]).status_code == 401
+        # A browser is sent to the login form instead.
+        html = anonymous.http.get(
+            anonymous.base + "/", headers={"accept": "text/html"}, follow_redirects=False
+        )
+        assert html.status_code == 303 and html.headers["location"] == "/login?next=%2Fui%2F"
+    finally:
+        anonymous.close()
+        wrong.close()
