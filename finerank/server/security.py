@@ -13,8 +13,8 @@
   headers, which reflect any origin with ``Access-Control-Allow-Credentials: true``.
 
 Example:
-    >>> allowed_host_names(Settings(host="127.0.0.1"))
-    frozenset({'127.0.0.1', '::1', 'localhost'})
+    >>> sorted(allowed_host_names(Settings(host="127.0.0.1")))
+    ['127.0.0.1', '::1', 'localhost']
     >>> allowed_host_names(Settings(host="0.0.0.0")) is None
     True
     >>> host_name("[::1]:8000"), host_name("LocalHost:7860"), host_name("127.0.0.1")

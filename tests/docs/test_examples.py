@@ -16,9 +16,7 @@ from tests.docs.harness import ExampleFailure, PageRunner, parse_page
 
 PAGES = ["README.md", *sorted(f"docs/{p.name}" for p in (REPO_ROOT / "docs").glob("*.md"))]
 # Pages whose examples reveal a known bug being fixed: strict, so the fix makes this fail.
-KNOWN_BUGS = {
-    "docs/web-page.md": "finerank ui exits 143 on SIGTERM (issue 12, being fixed)",
-}
+KNOWN_BUGS: dict[str, str] = {}
 
 
 def _blocks(page: str):
