@@ -31,6 +31,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from finerank.engine.engine import ScoreResult
+from finerank.server.apidocs import install_api_docs
 from finerank.server.auth import api_key_dependency
 from finerank.server.errors import (
     ClientDisconnectedError,
@@ -133,6 +134,8 @@ def create_app(
         summary="Rerank service: Cohere v2, Jina/vLLM, TEI and vLLM score dialects.",
         version=_version(),
         lifespan=lifespan,
+        docs_url=None,  # served from the package (install_api_docs), not from a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.service = service
@@ -153,6 +156,7 @@ def create_app(
     if settings.ui:
         _mount_ui(app, service, settings)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    install_api_docs(app)
     install_security(app, settings)
     app.add_middleware(
         ObservedApp,

@@ -166,3 +166,29 @@ def _clean_env() -> dict[str, str]:
     import os
 
     return {k: v for k, v in os.environ.items() if not k.startswith("FINERANK_")}
+
+
+async def test_api_docs_come_from_the_package(make_app):
+    import re
+
+    app = make_app()
+    async with asgi_client(app) as c:
+        for path, assets in (
+            ("/docs", ["swagger-ui/swagger-ui-bundle.js", "swagger-ui/swagger-ui.css"]),
+            ("/redoc", ["redoc/redoc.standalone.js"]),
+        ):
+            page = await c.get(path)
+            assert page.status_code == 200
+            # nothing outside this server: no CDN, no web fonts, no validator badge
+            assert not re.findall(r"(?:src|href)=['\"]https?://", page.text), path
+            assert "fonts.googleapis" not in page.text and "cdn.jsdelivr" not in page.text
+            for asset in assets:
+                assert f"/docs-assets/{asset}" in page.text
+                served = await c.get(f"/docs-assets/{asset}")
+                assert served.status_code == 200 and len(served.content) > 100_000, asset
+        assert '"validatorUrl": null' in (await c.get("/docs")).text
+        for licence in ("swagger-ui/LICENSE", "swagger-ui/NOTICE", "redoc/LICENSE"):
+            assert (await c.get(f"/docs-assets/{licence}")).status_code == 200
+    protected = make_app(api_keys=[KEY], protect_health=True)
+    async with asgi_client(protected) as c:
+        assert (await c.get("/docs-assets/swagger-ui/swagger-ui.css")).status_code == 401

@@ -201,3 +201,26 @@ def test_a_keyed_page_opens_after_signing_in(browser, ui_keyed_server):
         assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
     finally:
         context.close()
+
+
+def test_api_docs_render_offline(browser, ui_server):
+    """Swagger UI and ReDoc render the API from the package's assets; the browser fetches
+    nothing from anywhere else (ReDoc's remote logo is blocked by the page's CSP)."""
+    base = ui_server[0]
+    context = browser.new_context()
+    fetched: list[str] = []
+    failed: dict[str, str] = {}
+    try:
+        page = context.new_page()
+        page.on("response", lambda response: fetched.append(response.url))
+        page.on("requestfailed", lambda request: failed.update({request.url: request.failure}))
+        page.goto(f"{base}/docs")
+        page.get_by_text("/v1/rerank", exact=True).first.wait_for(timeout=TIMEOUT_MS)
+        page.goto(f"{base}/redoc")
+        page.get_by_text("/v2/rerank").first.wait_for(timeout=TIMEOUT_MS)
+    finally:
+        context.close()
+    local = (base, f"blob:{base}")
+    assert not [url for url in fetched if not url.startswith(local)]
+    blocked = {url: why for url, why in failed.items() if not url.startswith(local)}
+    assert all(why == "csp" for why in blocked.values()), blocked  # refused, never sent
