@@ -26,7 +26,7 @@ import re
 import unicodedata
 import zlib
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 ANALYZER_VERSION = "finerank-bm25-v1"
@@ -122,9 +122,17 @@ class Bm25Encoder:
 
     def document_vector(self, text: str) -> SparseVector:
         terms = analyze(text)
-        counts = Counter(token_id(term) for term in terms)
-        norm = self.k1 * (1 - self.b + self.b * len(terms) / max(self.avg_doc_length, 1e-9))
-        return _to_sparse({tid: tf * (self.k1 + 1) / (tf + norm) for tid, tf in counts.items()})
+        ordered = sorted(Counter(token_id(term) for term in terms).items())
+        return self.vector_from_counts(len(terms), [t for t, _ in ordered], [f for _, f in ordered])
+
+    def vector_from_counts(
+        self, length: int, indices: Sequence[int], frequencies: Sequence[int]
+    ) -> SparseVector:
+        """The document vector of a text with ``length`` analyzed terms whose distinct term
+        ids are ``indices`` (sorted) with term frequencies ``frequencies``."""
+        norm = self.k1 * (1 - self.b + self.b * length / max(self.avg_doc_length, 1e-9))
+        k1 = self.k1 + 1
+        return SparseVector(list(indices), [tf * k1 / (tf + norm) for tf in frequencies])
 
     @staticmethod
     def query_vector(text: str) -> SparseVector:

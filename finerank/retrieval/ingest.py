@@ -22,9 +22,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from typing import Any
 from finerank.errors import InvalidInputError
 from finerank.jsonl import parse_jsonl
 from finerank.retrieval.bm25 import Bm25Encoder, average_length
+from finerank.retrieval.bm25_pool import TermCounts, count_terms, iter_term_counts, term_counts
 from finerank.retrieval.chunkers import Chunk, Chunker, Document
 from finerank.retrieval.store import CollectionSpec, StoredPoint, VectorStore
 
@@ -250,19 +253,26 @@ def chunk_records(document: Document, chunker: Chunker) -> list[ChunkRecord]:
 
 
 def build_points(
-    records: Sequence[ChunkRecord], encoder: Bm25Encoder, embedder=None
+    records: Sequence[ChunkRecord],
+    encoder: Bm25Encoder,
+    embedder=None,
+    counts: Sequence[TermCounts] | None = None,
 ) -> list[StoredPoint]:
-    """Vectors for records: BM25 term weights, plus dense embeddings when ``embedder``."""
+    """Vectors for records: BM25 term weights, plus dense embeddings when ``embedder``.
+
+    ``counts`` are the records' term counts when already computed (``bm25_pool``)."""
     texts = [record.indexed_text for record in records]
     dense = embedder.embed_documents(texts) if embedder is not None and texts else None
+    if counts is None:
+        counts = [count_terms(text) for text in texts]
     return [
         StoredPoint(
             record.chunk_id,
             record.payload,
-            encoder.document_vector(record.indexed_text),
+            encoder.vector_from_counts(count.length, count.indices, count.frequencies),
             None if dense is None else dense[i],
         )
-        for i, record in enumerate(records)
+        for i, (record, count) in enumerate(zip(records, counts, strict=True))
     ]
 
 
@@ -363,9 +373,17 @@ def ingest_documents(
     report.files = len(by_file)
     report.chunks = sum(len(records) for records in by_file.values())
     report.empty_files = [name for name, records in by_file.items() if not records]
-    texts = (r.indexed_text for rs in by_file.values() for r in rs)
-    # BM25's average length is fixed when the collection is created (see bm25.Bm25Encoder)
-    spec = collection_spec(chunker, embedder, () if store.exists(collection) else texts)
+    records = [r for rs in by_file.values() for r in rs]
+    analyzed: list[TermCounts] | None = None
+    if store.exists(collection):
+        spec = collection_spec(chunker, embedder, avg_doc_length=1.0)  # the stored one wins
+    else:
+        # BM25's average length is fixed when the collection is created (see
+        # bm25.Bm25Encoder); each text is analyzed once, in parallel, for it and the vectors
+        analyzed = term_counts([r.indexed_text for r in records])
+        total = sum(count.length for count in analyzed)
+        average = max(1.0, total / len(analyzed)) if analyzed else 1.0
+        spec = collection_spec(chunker, embedder, avg_doc_length=average)
     spec = store.ensure(collection, spec)
     existing = store.ids_by_file(collection)
     pending: list[ChunkRecord] = []
@@ -379,14 +397,21 @@ def ingest_documents(
         pending.extend(record for record in records if record.chunk_id not in old)
         stale.extend(sorted(old - new))
     encoder = Bm25Encoder(spec.avg_doc_length, spec.k1, spec.b)
+    if analyzed is not None and [r.chunk_id for r in pending] == [r.chunk_id for r in records]:
+        counts: Iterator[TermCounts] = (count for count in analyzed)
+    else:  # analyzed while the batches are written
+        counts = iter_term_counts([record.indexed_text for record in pending])
     bar = _progress(None, progress and bool(pending), "embedding", "chunk", total=len(pending))
-    for first in range(0, len(pending), batch_size):
-        batch = pending[first : first + batch_size]
-        report.added += store.upsert(collection, build_points(batch, encoder, embedder))
-        if bar is not None:
-            bar.update(len(batch))
-        if on_batch is not None:
-            on_batch(len(batch))
+    with contextlib.closing(counts):  # stops the workers if a batch fails
+        for first in range(0, len(pending), batch_size):
+            batch = pending[first : first + batch_size]
+            batch_counts = list(itertools.islice(counts, len(batch)))
+            points = build_points(batch, encoder, embedder, batch_counts)
+            report.added += store.upsert(collection, points)
+            if bar is not None:
+                bar.update(len(batch))
+            if on_batch is not None:
+                on_batch(len(batch))
     if bar is not None:
         bar.close()
     # stale chunks go last: an interrupted run never leaves a file with fewer chunks
