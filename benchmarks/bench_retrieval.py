@@ -132,8 +132,10 @@ class Corpus:
         self.lengths = np.array([max(1, len(terms)) for terms in analyzed])
         self.seed = seed
 
-    def batches(self, batch: int):
-        """(first index, texts, groups, term lists or None for real texts), deterministic."""
+    def batches(self, batch: int, *, texts: bool = True):
+        """(first index, texts, groups, term lists or None for real texts), deterministic;
+        ``texts=False`` skips writing the synthetic texts (same draws, empty strings)."""
+        build = texts
         rng = np.random.default_rng(self.seed)
         for first in range(0, self.size, batch):
             count = min(batch, self.size - first)
@@ -148,7 +150,7 @@ class Corpus:
                 words = [self.terms[j] for j in picks[offset : offset + length]]
                 offset += length
                 terms_of.append(words)
-                texts.append(_sentence(words))
+                texts.append(_sentence(words) if build else "")
             groups = [f"g{(first + i) % GROUPS}" for i in range(count)]
             yield first, texts, groups, terms_of
 
@@ -244,7 +246,7 @@ def phase_ingest_vectors(kind: str, data: Path, size: int, dim: int, path: Path)
     corpus = Corpus(data, size)
     real_counts = term_counts(corpus.real)  # the real articles' analyzed terms
     lengths = [count.length for count in real_counts]
-    for _, _, _, terms_of in corpus.batches(50_000):  # synthetic lengths (same draws later)
+    for _, _, _, terms_of in corpus.batches(1024, texts=False):  # the draws used below
         lengths.extend(len(terms) for terms in terms_of if terms is not None)
     average = max(1.0, sum(lengths) / len(lengths))
     encoder = Bm25Encoder(average)
