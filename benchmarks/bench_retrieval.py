@@ -304,6 +304,7 @@ def phase_query(
     rng = np.random.default_rng(7)
     dense = unit_vectors(rng, len(texts), dim) if dim else [None] * len(texts)
     load = load_average()
+    before = rss_mb()["rss_mb"]  # the analyzer (jieba's dictionary) and Python already
     started = time.perf_counter()
     store = open_store(kind, path)
     store.info("bench")
@@ -354,6 +355,7 @@ def phase_query(
     return {
         "phase": "query",
         "open_s": opened,
+        "rss_before_open_mb": before,
         "modes": results,
         **memory,
         "disk_mb": disk_mb(path),
@@ -445,7 +447,7 @@ def summarize(results: dict[str, Any]) -> str:
         "## Queries",
         "",
         "| chunks | dim | store | mode | p50 ms | p95 ms | p50 CPU ms | batch q/s | RSS MB "
-        "| disk MB | load1 |",
+        "(store) | disk MB | load1 |",
         "|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for run in results["runs"]:
@@ -457,7 +459,8 @@ def summarize(results: dict[str, Any]) -> str:
                 f"| {run['size']:,} | {run['dim'] or '-'} | {run['store']} | {mode} | "
                 f"{row['p50_ms']:.2f} | {row['p95_ms']:.2f} | {row['p50_cpu_ms']:.2f} | "
                 f"{row['batch_qps']:.0f} | "
-                f"{query['rss_mb']:.0f} | {query['disk_mb']:.0f} | {query['load']['load1']:.1f} |"
+                f"{query['rss_mb']:.0f} ({store_rss(query)}) | {query['disk_mb']:.0f} | "
+                f"{query['load']['load1']:.1f} |"
             )
     lines += [
         "",
@@ -480,16 +483,21 @@ def summarize(results: dict[str, Any]) -> str:
                 )
     lines += ["", "## Targets (2 cores)", "", "| target | measured | met |", "|---|---|---|"]
     for (mode, size), limit in TARGETS.items():
-        measured = [
-            run["query"]["modes"][mode]["p50_ms"]
+        rows = [
+            run["query"]["modes"][mode]
             for run in results["runs"]
             if run["store"] == "edge"
             and run["size"] == size
             and run.get("query")
             and mode in run["query"]["modes"]
         ]
-        value = f"{max(measured):.2f} ms (worst over dims)" if measured else "not run"
-        met = "yes" if measured and max(measured) <= limit else ("-" if not measured else "no")
+        if rows:
+            wall = max(row["p50_ms"] for row in rows)
+            cpu = max(row["p50_cpu_ms"] for row in rows)
+            value = f"{wall:.2f} ms ({cpu:.2f} ms CPU), worst over dims"
+            met = "yes" if wall <= limit else ("on CPU time only" if cpu <= limit else "no")
+        else:
+            value, met = "not run", "-"
         lines.append(f"| {mode} p50 <= {limit:g} ms at {size:,} | {value} | {met} |")
     ingest = [r["ingest_bm25"]["chunks_per_s"] for r in results["runs"] if r.get("ingest_bm25")]
     value = ", ".join(f"{x:.0f}" for x in ingest) or "not run"
@@ -509,6 +517,12 @@ def summarize(results: dict[str, Any]) -> str:
             "on the first store.",
         ]
     return "\n".join(lines) + "\n"
+
+
+def store_rss(query: dict[str, Any]) -> str:
+    """RSS the open store added (runs before this field existed: "?")."""
+    before = query.get("rss_before_open_mb")
+    return "?" if before is None else f"{query['rss_mb'] - before:.0f}"
 
 
 def plot(results: dict[str, Any], out: Path) -> list[str]:
@@ -591,6 +605,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=DATA, help="shared data directory")
     parser.add_argument("--work", type=Path, default=None, help="scratch dir [a temp dir]")
     parser.add_argument("--out", type=Path, default=None, help="results dir")
+    parser.add_argument(
+        "--summarize", type=Path, default=None, help="only rewrite DIR's summary and plots"
+    )
     if "--quick" in (sys.argv[1:] if argv is None else argv):  # flags given still win
         parser.set_defaults(
             sizes="1000,3000", dims="64", queries=20, budget=5.0, old_max=1000, parity=False
@@ -598,8 +615,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def report(out: Path, results: dict[str, Any]) -> None:
+    results.setdefault("load_end", load_average())
+    (out / "summary.md").write_text(summarize(results), encoding="utf-8")
+    results["plots"] = plot(results, out)
+    (out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
+    if args.summarize:  # e.g. the results of a run stopped early (saved after every run)
+        report(args.summarize, json.loads((args.summarize / "results.json").read_text()))
+        return args.summarize
     sizes = [int(s) for s in args.sizes.split(",") if s]
     dims = [int(d) for d in args.dims.split(",") if d]
     stores = [s for s in args.stores.split(",") if s]
@@ -654,10 +681,7 @@ def main(argv: list[str] | None = None) -> Path:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results["load_end"] = load_average()
-    save()
-    (out / "summary.md").write_text(summarize(results), encoding="utf-8")
-    results["plots"] = plot(results, out)
-    save()
+    report(out, results)
     print(f"results in {out}")
     return out
 

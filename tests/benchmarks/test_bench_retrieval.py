@@ -15,7 +15,7 @@ def test_retrieval_benchmark_runs_every_phase(shared_data, tmp_path):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = bench.main(
-        ["--quick", "--sizes", "400", "--queries", "5", "--budget", "2", "--old-max", "400",
+        ["--quick", "--sizes", "400", "--queries", "3", "--budget", "1", "--old-max", "400",
          "--data", str(shared_data), "--out", str(tmp_path / "out")]
     )  # fmt: skip
     results = json.loads((out / "results.json").read_text())
