@@ -594,10 +594,17 @@ class PageRunner:
                 chunk.append(line)
         flush()
         if server is not None and expected is not None:
-            # a server's output is its log: each documented line must be in it, in order
-            log = server.log.read_text(encoding="utf-8", errors="replace")
-            log = log.replace(f":{server.port}", f":{server.doc_port}")
-            if not _lines_in_order(_clean(expected), _clean(log)):
+            # a server's output is its log: each documented line must be in it, in order (it
+            # may log its ready line just after it starts answering: wait a little for it)
+            deadline = time.monotonic() + 30
+            while True:
+                log = server.log.read_text(encoding="utf-8", errors="replace")
+                log = log.replace(f":{server.port}", f":{server.doc_port}")
+                found = _lines_in_order(_clean(expected), _clean(log))
+                if found or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            if not found:
                 raise ExampleFailure(
                     f"{block.where}: the server's log lacks the documented lines:\n{expected}"
                     f"\n--- log:\n{log[-3000:]}"
