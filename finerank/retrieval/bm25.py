@@ -6,13 +6,19 @@ document's vector never needs re-weighting when the corpus grows or shrinks. Tok
 stable 32-bit hashes of the token text, so no vocabulary has to be stored or shared between
 processes (the Ray indexer computes exactly the same vectors).
 
-Analyzer: NFKC, lower case; runs of CJK characters are cut with jieba (search mode, which also
-emits the shorter words inside long ones); other text is split into letters/digits words like
-Lucene's standard analyzer, with a classic English stop list and a light plural stemmer.
+Analyzer (``finerank-bm25-v2``): NFKC, lower case. Runs of CJK characters are indexed as
+character **unigrams and bigrams**; function words (particles, pronouns, question words and
+modal verbs such as 的, 吗, 我, 什么, 怎么办, 可以) are found with jieba's precise
+segmentation and dropped, and no bigram spans one. Other text is split into letters/digits
+words like Lucene's standard analyzer, with a classic English stop list and a light plural
+stemmer, so English (and the English words of mixed text) is analyzed as before. Unigrams and
+bigrams beat jieba words (every mode) on colloquial legal questions because a question and the
+statute that answers it rarely segment the same way (承包地 / 承包的土地); see
+docs/evaluation.md for the measurements.
 
 Example:
-    >>> analyze("Servers were attacked; 服务器数据被破坏")[:3]
-    ['server', 'attacked', '服务']
+    >>> analyze("Servers were attacked; 数据被破坏了吗")
+    ['server', 'attacked', '数', '据', '数据', '破', '坏', '破坏']
     >>> vec = Bm25Encoder(avg_doc_length=10).document_vector("data data law")
     >>> len(vec.indices), round(max(vec.values), 3)
     (2, 1.712)
@@ -29,7 +35,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-ANALYZER_VERSION = "finerank-bm25-v1"
+ANALYZER_VERSION = "finerank-bm25-v2"
 
 # Lucene's classic English stop set plus a few very frequent function words.
 ENGLISH_STOPWORDS = frozenset(
@@ -38,8 +44,16 @@ ENGLISH_STOPWORDS = frozenset(
     which who whom what when where why how than its it's can could would should may might must
     shall our we you your he she his her them i me my us""".split()  # noqa: SIM905
 )
-# High-frequency Chinese function words and punctuation-like particles.
-CHINESE_STOPWORDS = frozenset("的了和与或及是在对等其之由而并以为于也被将把这那")
+# High-frequency Chinese function words, and the particles, pronouns, question words and modal
+# verbs of colloquial questions: rare in the statutes, so their IDF would be high and they
+# would match at random.
+CHINESE_STOPWORDS = frozenset(
+    """的 了 和 与 或 及 是 在 对 等 其 之 由 而 并 以 为 于 也 被 将 把 这 那
+    吗 呢 吧 啊 呀 嘛 么 啥 咋 哪 谁 何 什么 怎么 怎样 怎么样 怎么办 如何 为何 为什么 哪些
+    哪个 哪里 多少 几 是否 能否 可否 是不是 能不能 可不可以 有没有 会不会 要不要
+    我 你 您 他 她 它 我们 你们 他们 她们 咱 咱们 自己 本人 别人 人家 请问 请 想 想要 觉得
+    知道 一下 这个 那个 这样 那样 这种 那种 还 又 都 就 才 会 能 可以 应该 需要 要 得 该""".split()  # noqa: SIM905
+)
 
 _CJK = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f"
 _RUN = re.compile(rf"([{_CJK}]+)|([^\W_]+(?:'[^\W_]+)?)", re.UNICODE)
@@ -70,6 +84,18 @@ def _jieba_tokenizer():
     return _jieba
 
 
+def _cjk_terms(run: str, terms: list[str]) -> None:
+    """Unigrams and bigrams of a CJK run, cut at its function words."""
+    piece = ""
+    for word in [*_jieba_tokenizer().cut(run), ""]:  # "" flushes the last piece
+        if word and word not in CHINESE_STOPWORDS and _WORD.search(word):
+            piece += word
+            continue
+        terms.extend(piece)
+        terms.extend(piece[i : i + 2] for i in range(len(piece) - 1))
+        piece = ""
+
+
 def analyze(text: str) -> list[str]:
     """Index terms of ``text`` (queries and documents use the same analyzer)."""
     text = unicodedata.normalize("NFKC", text).lower()
@@ -77,9 +103,7 @@ def analyze(text: str) -> list[str]:
     for match in _RUN.finditer(text):
         cjk, word = match.groups()
         if cjk:
-            for token in _jieba_tokenizer().cut_for_search(cjk):
-                if token not in CHINESE_STOPWORDS and _WORD.search(token):
-                    terms.append(token)
+            _cjk_terms(cjk, terms)
         elif word not in ENGLISH_STOPWORDS:
             terms.append(_stem(word))
     return terms

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from finerank.errors import ConflictError, InvalidInputError
-from finerank.retrieval.bm25 import Bm25Encoder
+from finerank.retrieval.bm25 import ANALYZER_VERSION, Bm25Encoder
 from finerank.retrieval.store import (
     MODES,
     CollectionSpec,
@@ -174,6 +174,8 @@ class SearchService:
             raise InvalidInputError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
         _check_positive("recall_k", recall_k)
         spec = self.spec(collection)
+        if mode != "dense":
+            check_analyzer(collection, spec)
         dense: Sequence[Any] = [None] * len(queries)
         if mode in ("dense", "hybrid") and queries:
             dense = self._query_vectors(collection, spec, list(queries), instruction)
@@ -271,6 +273,16 @@ class SearchService:
                 "first_stage": round((recalled - started) * 1000, 2),
                 "rerank": round((finished - recalled) * 1000, 2),
             },
+        )
+
+
+def check_analyzer(collection: str, spec: CollectionSpec) -> None:
+    """A collection's BM25 vectors are only comparable with queries of the same analyzer."""
+    if spec.analyzer != ANALYZER_VERSION:
+        raise ConflictError(
+            f"collection {collection!r} was built with BM25 analyzer {spec.analyzer}; this "
+            f"finerank analyzes queries with {ANALYZER_VERSION}: rebuild the collection "
+            f"(finerank collections delete {collection}, then index it again)"
         )
 
 

@@ -24,10 +24,51 @@ DOCS = [
 def test_analyzer_english_and_chinese():
     assert analyze("The Cats were chasing dogs' tails") == ["cat", "chasing", "dog", "tail"]
     terms = analyze("窃取网络数据的，由公安机关没收")
-    assert {"窃取", "网络", "数据", "公安", "公安机关", "没收"} <= set(terms)
-    assert "的" not in terms and "，" not in terms
+    # character unigrams and bigrams; no bigram spans a function word (的, 由) or punctuation
+    assert terms[:11] == [
+        "窃",
+        "取",
+        "网",
+        "络",
+        "数",
+        "据",
+        "窃取",
+        "取网",
+        "网络",
+        "络数",
+        "数据",
+    ]
+    assert {"公安", "机关", "没收", "没"} <= set(terms)
+    assert not {"的", "，", "据的", "由公", "据由"} & set(terms)
     assert analyze("ＡＢＣ１２３") == ["abc123"]  # full-width folded (NFKC)
     assert token_id("cat") == token_id("cat") != token_id("cats")
+
+
+def test_question_words_are_dropped():
+    """Particles, pronouns and question words of colloquial questions carry no topic."""
+    assert analyze("我的承包地可以被收回吗？") == [
+        "承",
+        "包",
+        "地",
+        "承包",
+        "包地",
+        "收",
+        "回",
+        "收回",
+    ]
+    assert analyze("怎么办") == analyze("什么是什么") == []
+    # mixed text: English words as in English text, Chinese as in Chinese text
+    assert analyze("GDPR 与个人信息 applies") == [
+        "gdpr",
+        "个",
+        "人",
+        "信",
+        "息",
+        "个人",
+        "人信",
+        "信息",
+        "apply",
+    ]
 
 
 @pytest.mark.parametrize("query", ["cat dog", "dog chases cat", "网络数据罚款", "supersonic plate"])
@@ -65,3 +106,20 @@ def test_document_vectors_do_not_change_when_the_corpus_grows():
     assert weights[token_id("mat")] < weights[token_id("cat")] < 2 * weights[token_id("mat")]
     assert np.isclose(Bm25Encoder.query_vector("cat cat").values, [1.0]).all()
     assert Bm25Encoder.query_vector("the of and").indices == []
+
+
+def test_collections_of_an_older_analyzer_must_be_rebuilt():
+    from dataclasses import replace
+
+    from finerank.errors import ConflictError
+    from finerank.retrieval.ingest import collection_spec
+
+    store = VectorStore.memory()
+    chunker = get_chunker("window")
+    old = replace(collection_spec(chunker, texts=DOCS), analyzer="finerank-bm25-v1")
+    store.create("old", old)
+    documents = [Document("d0", DOCS[0], file="d0")]
+    with pytest.raises(ConflictError, match=r"finerank-bm25-v1.*rebuild the collection"):
+        ingest_documents(documents, store=store, collection="old", chunker=chunker)
+    with pytest.raises(ConflictError, match=r"collections delete old, then index it again"):
+        SearchService(store).recall("old", "cat", mode="bm25")

@@ -586,8 +586,9 @@ class VectorStore(ABC):
             )
         if stored.analyzer != spec.analyzer:
             raise ConflictError(
-                f"collection {name!r} uses analyzer {stored.analyzer}; this finerank writes "
-                f"{spec.analyzer}: rebuild the collection"
+                f"collection {name!r} was built with BM25 analyzer {stored.analyzer}; this "
+                f"finerank writes {spec.analyzer}: rebuild the collection (finerank "
+                f"collections delete {name}, then index it again)"
             )
         return stored
 
