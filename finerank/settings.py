@@ -116,6 +116,26 @@ class Settings(BaseSettings):
         None, description="A Qdrant server or cluster instead of the embedded store."
     )
     qdrant_api_key: str | None = Field(None, description="API key of that Qdrant server.")
+    fusion: Literal["rrf", "dbsf"] = Field(
+        "dbsf",
+        description="How `hybrid` fuses BM25 and dense: `dbsf` (score-normalized) or `rrf`.",
+    )
+    rrf_k: int = Field(2, ge=1, description="RRF rank constant (Qdrant's default 2; paper: 60).")
+    fusion_sparse_weight: float = Field(
+        1.0, gt=0.0, description="Weight of the BM25 branch in hybrid fusion."
+    )
+    fusion_dense_weight: float = Field(
+        1.0, gt=0.0, description="Weight of the dense branch in hybrid fusion."
+    )
+    prf_docs: int = Field(
+        5, ge=1, le=100, description="First-pass BM25 hits used as feedback by the `+prf` modes."
+    )
+    prf_terms: int = Field(
+        100, ge=1, le=10_000, description="Expansion terms the `+prf` modes keep (the heaviest)."
+    )
+    prf_weight: float = Field(
+        0.5, ge=0.0, le=1.0, description="Share of the expansion in a `+prf` query (0: none)."
+    )
 
     @field_validator("api_keys", "allowed_hosts", "cors_origins", mode="before")
     @classmethod

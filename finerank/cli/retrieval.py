@@ -155,7 +155,10 @@ def search_command(
     query: Annotated[str, typer.Argument(help="The search query.")],
     collection: Annotated[str, typer.Option("--collection", "-c", help="Collection name.")],
     mode: Annotated[
-        str | None, typer.Option(help="bm25 | dense | hybrid [hybrid, bm25 without vectors].")
+        str | None,
+        typer.Option(
+            help="bm25 | dense | hybrid | bm25+prf | hybrid+prf [hybrid, bm25 without vectors]."
+        ),
     ] = None,
     instruction: Annotated[
         str | None, typer.Option(help="Task instruction (reranker and Qwen3 embeddings).")
@@ -196,7 +199,7 @@ def search_command(
         spec = store.spec(collection)
         mode = mode or ("hybrid" if spec.dimension else "bm25")
         embedder = None
-        if mode != "bm25":
+        if mode not in ("bm25", "bm25+prf"):
             source = settings.embedding_model or spec.embedding_source
             if not source:
                 raise typer.BadParameter(f"--mode {mode} needs --embedding-model")
@@ -212,7 +215,7 @@ def search_command(
                 max_length=settings.max_length,
                 max_batch_tokens=settings.max_batch_tokens,
             )
-        service = SearchService(store, embedder=embedder, reranker=reranker)
+        service = SearchService.from_settings(settings, store, embedder=embedder, reranker=reranker)
         response = service.search(
             collection,
             query,

@@ -3,7 +3,8 @@
 - ``POST /v1/embeddings``: OpenAI format (``input`` string or list, ``model``, ``dimensions``,
   ``encoding_format`` float|base64, ``usage``). finerank extensions: ``input_type``
   (``document`` default, or ``query``) and ``instruction`` (query prompt of Qwen3 models).
-- ``POST /v1/search``: first stage (bm25 | dense | hybrid) then the server's reranker.
+- ``POST /v1/search``: first stage (bm25 | dense | hybrid | bm25+prf | hybrid+prf) then the
+  server's reranker.
 - ``POST /v1/collections/{name}/documents``: chunk, embed and index documents (idempotent:
   a document id re-posted with the same text adds nothing; with new text, replaces its chunks).
 - ``GET /v1/collections``, ``GET /v1/collections/{name}``, ``DELETE /v1/collections/{name}``.
@@ -66,7 +67,7 @@ class EmbeddingRequest(BaseModel):
 class SearchRequest(_Strict):
     collection: str
     query: str = Field(..., min_length=1)
-    mode: Literal["bm25", "dense", "hybrid"] = "hybrid"
+    mode: Literal["bm25", "dense", "hybrid", "bm25+prf", "hybrid+prf"] = "hybrid"
     recall_k: int = Field(100, ge=1, le=10_000)
     rerank_k: int | None = Field(None, ge=1, le=10_000)
     top_n: int = Field(10, ge=1, le=10_000)
@@ -114,7 +115,7 @@ class RetrievalState:
             max_batch_tokens=s.max_batch_tokens,
         )
         self.store = VectorStore.from_settings(s)
-        self.search = SearchService(self.store, embedder=self.embedder)
+        self.search = SearchService.from_settings(s, self.store, embedder=self.embedder)
         logger.info("retrieval ready: %s, Qdrant at %s", self.embedder.name, self.store.location)
 
     async def run(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("finerank.ui")
 
 EXAMPLES_FILE = Path(__file__).with_name("examples.json")
-SEARCH_MODES = ("bm25", "dense", "hybrid")
+SEARCH_MODES = ("bm25", "dense", "hybrid", "bm25+prf", "hybrid+prf")
 UPLOAD_TYPES = (".txt", ".jsonl")
 
 

@@ -59,7 +59,7 @@ class _OwnRetrieval:
 
                 embedder = Embedder.from_pretrained(s.embedding_model, device=s.device)
             self.store = VectorStore.from_settings(s)
-            self.search = SearchService(self.store, embedder=embedder)
+            self.search = SearchService.from_settings(s, self.store, embedder=embedder)
 
     async def run(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()

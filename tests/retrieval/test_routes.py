@@ -163,6 +163,11 @@ def test_documents_search_and_collections(client, qwen3_reranker):
     ).json()
     assert [h["metadata"]["law"] for h in plain["hits"]] == ["数据安全法"]
     assert plain["hits"][0]["rerank_rank"] is None and plain["reranked"] == 0
+    expanded = client.post(
+        "/v1/search",
+        json={"collection": "laws", "query": query, "mode": "hybrid+prf", "rerank": False},
+    ).json()
+    assert expanded["mode"] == "hybrid+prf" and expanded["candidates"] == 4
 
     missing = client.post("/v1/search", json={"collection": "nope", "query": "x"})
     assert missing.status_code == 404

@@ -627,6 +627,21 @@ class VectorStore(ABC):
                 dense=vectors.get(DENSE),
             )
 
+    def sparse_vectors(self, name: str, chunk_ids: Sequence[str]) -> dict[str, SparseVector]:
+        """The stored BM25 vectors (term weights without IDF) of those of ``chunk_ids`` that
+        exist, by chunk id: the feedback of pseudo-relevance feedback."""
+        if not chunk_ids:
+            return {}
+        self.spec(name)
+        vectors: dict[str, SparseVector] = {}
+        for payload, stored in self._retrieve(name, [point_id(c) for c in chunk_ids]):
+            sparse = (stored or {}).get(SPARSE)
+            if sparse is not None:
+                vectors[payload["chunk_id"]] = SparseVector(
+                    list(sparse.indices), [float(v) for v in sparse.values]
+                )
+        return vectors
+
     def upsert(self, name: str, points: Iterable[StoredPoint]) -> int:
         """Write points (one atomic batch: a killed process leaves all or none of it)."""
         batch = list(points)
@@ -725,6 +740,13 @@ class VectorStore(ABC):
     ) -> Iterator[tuple[dict[str, Any], dict[str, Any] | None]]:
         """(payload, vectors) of every point; ``vectors`` maps ``bm25`` to an object with
         ``indices``/``values`` and ``dense`` to a list of floats."""
+
+    @abstractmethod
+    def _retrieve(
+        self, name: str, ids: list[str]
+    ) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+        """(``chunk_id`` payload, sparse vector) of the points ``ids`` that exist; vectors as
+        in :meth:`_scroll`."""
 
     @abstractmethod
     def _write(self, name: str, points: list[StoredPoint]) -> None: ...

@@ -189,6 +189,14 @@ class ClientStore(VectorStore):
             if offset is None:
                 return
 
+    def _retrieve(
+        self, name: str, ids: list[str]
+    ) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+        records = self.client.retrieve(
+            name, ids=ids, with_payload=["chunk_id"], with_vectors=[SPARSE]
+        )
+        return [(dict(record.payload or {}), record.vector) for record in records]
+
     def _write(self, name: str, points: list[StoredPoint]) -> None:
         from qdrant_client import models
 

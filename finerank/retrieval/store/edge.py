@@ -332,6 +332,12 @@ class EdgeStore(VectorStore):
             if offset is None:
                 return
 
+    def _retrieve(
+        self, name: str, ids: list[str]
+    ) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+        records = self._shard(name).retrieve(ids, with_payload=["chunk_id"], with_vector=[SPARSE])
+        return [(dict(record.payload or {}), record.vector) for record in records]
+
     def _write(self, name: str, points: list[StoredPoint]) -> None:
         q = _edge()
         structs = []
