@@ -443,9 +443,9 @@ def legacy_message(name: str) -> str:
     return (
         f"collection {name!r} was written by an older finerank (qdrant-client local mode, "
         "a SQLite file per collection), which this finerank no longer reads for search: "
-        f"run `finerank collections migrate {name}` to convert it to Qdrant Edge (vectors and "
-        f"payload are copied as they are), or delete it (`finerank collections delete {name}`) "
-        "and index the files again"
+        f"run `finerank collections migrate {name}` to convert it to Qdrant Edge (payload and "
+        "dense vectors are copied, BM25 vectors recomputed if need be), or delete it "
+        f"(`finerank collections delete {name}`) and index the files again"
     )
 
 

@@ -4,8 +4,11 @@ That store kept ``meta.json`` and ``collection/<name>/storage.sqlite`` in the da
 and searched by brute force in Python. The Edge store detects such collections (by their
 finerank metadata in ``meta.json``), refuses to search or extend them with a message naming
 the way forward, and :func:`migrate_collection` converts one: every point is copied with its
-vectors and payload as they are (same ids), so search results are unchanged. The copy becomes
-visible only once complete; an interrupted migration is simply run again.
+vectors and payload as they are (same ids), so search results are unchanged, except that BM25
+vectors written by an older analyzer are computed again from each point's text (payload
+``context`` + ``text``, what ingest indexed) with this finerank's analyzer, and the
+collection's BM25 average length with them: the dense vectors, the expensive part, are kept.
+The copy becomes visible only once complete; an interrupted migration is simply run again.
 
 Example:
     >>> from finerank.retrieval.store import open_store
@@ -19,12 +22,13 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from finerank.errors import ConflictError, InvalidInputError, NotFoundError
-from finerank.retrieval.bm25 import ANALYZER_VERSION
+from finerank.retrieval.bm25 import ANALYZER_VERSION, Bm25Encoder, average_length
 
 LEGACY_META = "meta.json"
 
@@ -77,18 +81,31 @@ def delete_legacy_collection(root: str | os.PathLike[str], name: str) -> None:
         legacy.close()
 
 
+def indexed_text(payload: Mapping[str, Any]) -> str:
+    """The text ingest analyzed for a point (``Chunk.indexed_text``: context, newline, text)."""
+    context, text = str(payload.get("context") or ""), str(payload.get("text") or "")
+    return f"{context}\n{text}" if context else text
+
+
 @dataclass
 class MigrationReport:
     name: str
     points: int
     seconds: float
     deleted_old: bool
+    #: the older BM25 analyzer whose vectors were computed again (None: copied as they were)
+    reencoded_from: str | None = None
 
     def summary(self) -> str:
         old = "old copy deleted" if self.deleted_old else "old copy kept"
+        bm25 = (
+            f"; BM25 vectors of {self.reencoded_from} computed again with {ANALYZER_VERSION}"
+            if self.reencoded_from
+            else ""
+        )
         return (
             f"{self.name}: {self.points} points copied to Qdrant Edge in {self.seconds:.1f} s "
-            f"({old})"
+            f"({old}{bm25})"
         )
 
 
@@ -114,8 +131,7 @@ def migrate_collection(
 
     Raises:
         NotFoundError: no old-format collection ``name``.
-        ConflictError: the collection already exists in the new format, or was built with
-            another BM25 analyzer (re-index it instead).
+        ConflictError: the collection already exists in the new format.
     """
     from finerank.retrieval.store.base import check_collection_name
     from finerank.retrieval.store.edge import EdgeStore
@@ -134,17 +150,25 @@ def migrate_collection(
     legacy = _open_legacy(store.root)
     try:
         spec = legacy.spec(name)
-        if spec.analyzer != ANALYZER_VERSION:
-            raise ConflictError(
-                f"collection {name!r} was built with BM25 analyzer {spec.analyzer}; this "
-                f"finerank uses {ANALYZER_VERSION}, so its BM25 vectors cannot be reused: delete "
-                f"it (`finerank collections delete {name}`) and index the files again"
+        encoder = None
+        reencoded_from = None
+        if spec.analyzer != ANALYZER_VERSION:  # term ids differ: analyze the texts again
+            reencoded_from = spec.analyzer
+            texts = (
+                indexed_text(payload)
+                for payload, _ in legacy._scroll(
+                    name, fields=["text", "context"], vectors=False, page=batch_size
+                )
             )
+            spec = replace(spec, analyzer=ANALYZER_VERSION, avg_doc_length=average_length(texts))
+            encoder = Bm25Encoder(spec.avg_doc_length, spec.k1, spec.b)
         total = legacy.info(name).points
         store.create_uncommitted(name, spec)
         copied = 0
         batch = []
         for point in legacy.iter_points(name, page=batch_size):
+            if encoder is not None:
+                point.sparse = encoder.document_vector(indexed_text(point.payload))
             batch.append(point)
             if len(batch) >= batch_size:
                 copied += store.upsert(name, batch)
@@ -167,7 +191,13 @@ def migrate_collection(
             legacy.client.delete_collection(name)
     finally:
         legacy.close()
-    return MigrationReport(name, copied, time.perf_counter() - started, deleted_old=not keep_old)
+    return MigrationReport(
+        name,
+        copied,
+        time.perf_counter() - started,
+        deleted_old=not keep_old,
+        reencoded_from=reencoded_from,
+    )
 
 
 def _count_request():
