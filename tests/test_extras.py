@@ -51,11 +51,16 @@ def test_missing_module_names_its_extra(module, extra, capsys):
     assert f'pip install "finerank[{extra}]"' in capsys.readouterr().err
 
 
-def test_unrelated_import_errors_are_bugs():
+def test_unrelated_import_errors_are_bugs(capsys, monkeypatch):
+    monkeypatch.delenv("FINERANK_DEBUG", raising=False)
+
     @friendly_errors
     def command():
         raise ModuleNotFoundError("No module named 'finerank.nope'", name="finerank.nope")
 
-    with pytest.raises(ModuleNotFoundError):
+    with pytest.raises(typer.Exit) as exited:
         command()
+    assert exited.value.exit_code == 1
+    stderr = capsys.readouterr().err
+    assert "bug in finerank" in stderr and "pip install" not in stderr
     assert missing_extra_hint(ImportError("cannot import name x")) is None

@@ -10,9 +10,9 @@ Counts are packed (``array`` of term ids and frequencies), so keeping them for a
 chunks costs a few hundred MB, not gigabytes of Python ints.
 
 Example:
-    >>> counts = term_counts(["数据 安全 数据", "law laws"])
+    >>> counts = term_counts(["数据安全", "law laws"])
     >>> [c.length for c in counts], [len(c.indices) for c in counts]
-    ([3, 2], [2, 1])
+    ([7, 2], [7, 1])
 """
 
 from __future__ import annotations
