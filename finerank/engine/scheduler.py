@@ -1,11 +1,23 @@
 """Cross-request batching: many callers, one worker thread, shared token-budget batches.
 
-The engine is not thread-safe and a forward pass is most efficient when full, so every
-request's items go through one :class:`BatchScheduler`. Callers (usually asyncio handlers)
-:meth:`~BatchScheduler.submit` the items of one prepared request and get a
-``concurrent.futures.Future`` of its logits; the worker thread merges queued jobs (in arrival
-order) up to ``max_batch_tokens`` and runs them as one ``engine.run`` call. A job whose future
-was cancelled before the worker reached it (its client went away) is dropped without running.
+Every model finerank serves (the reranker's :class:`~finerank.engine.engine.ScoringEngine`,
+each embedder) sits behind one :class:`BatchScheduler`, like the engine array of Infinity:
+callers (usually asyncio handlers) :meth:`~BatchScheduler.submit` the prepared items of one
+request and get a ``concurrent.futures.Future`` of one output per item; the worker thread
+merges queued jobs (in arrival order) into runs of up to ``max_batch_tokens`` tokens and calls
+``model.run(items)`` once per run. The model is anything with that method (it plans its own
+packs inside the run): the scheduler never looks inside an item except to count its tokens.
+
+- **Fair to small requests.** A job larger than what is left of the budget is cut: its first
+  items run now and the rest waits behind the jobs that arrived meanwhile, so a small request
+  never waits for more than one run of a huge one.
+- **Only the bad request fails.** When a merged run raises, each job in it is re-run alone;
+  the jobs that succeed get their answers and only the failing one gets the error.
+- **OOM halving.** A run that raises ``torch.OutOfMemoryError`` is split in halves and
+  retried (recursively), so memory pressure never drops an item.
+- **Cancellation.** A job whose future was cancelled before the worker reached it (its client
+  went away) is dropped without running; :meth:`~BatchScheduler.withdraw` also stops the rest
+  of a job that was cut and has started.
 
 Example:
     >>> scheduler = BatchScheduler(reranker.engine, max_batch_tokens=16384)  # doctest: +SKIP
@@ -24,16 +36,79 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from finerank.errors import QueueFullError, ServiceUnavailableError
-from finerank.models.base import EncodedPair
 
 logger = logging.getLogger(__name__)
 
 
+class BatchModel(Protocol):
+    """What the scheduler drives: one call runs many prepared items (one output each)."""
+
+    max_batch_tokens: int
+
+    def run(self, items: Sequence[Any]) -> Sequence[Any]: ...
+
+
+def token_count(items: Sequence[Any]) -> list[int]:
+    """Tokens of each encoded item (``len(item.ids)``)."""
+    return [len(item.ids) for item in items]
+
+
+def prefix_shared_token_count(items: Sequence[Any]) -> list[int]:
+    """Tokens each item adds to a pack when items with the same ``share_key`` share their
+    common prefix (computed once per pack, as the engine packs them).
+
+    Example:
+        >>> from finerank.models.base import EncodedPair
+        >>> prefix_shared_token_count([EncodedPair(tuple(range(20)), "q"),
+        ...                            EncodedPair(tuple(range(18)) + (7, 7), "q")])
+        [20, 2]
+    """
+    from finerank.engine.packing import MIN_SHARED_PREFIX, common_prefix_length
+
+    groups: dict[object, list[int]] = {}
+    for index, item in enumerate(items):
+        if item.share_key is not None:
+            groups.setdefault(item.share_key, []).append(index)
+    costs = [len(item.ids) for item in items]
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        shared = common_prefix_length([items[i].ids for i in members])
+        if shared >= MIN_SHARED_PREFIX:
+            for i in members[1:]:
+                costs[i] -= shared
+    return costs
+
+
+def run_halving(run: Callable[[Sequence[Any]], Sequence[Any]], items: Sequence[Any]) -> list[Any]:
+    """``run(items)``; on ``torch.OutOfMemoryError`` run each half (recursively) instead, so
+    memory pressure never drops an item. One item that does not fit raises.
+
+    Example:
+        >>> run_halving(lambda items: [2 * x for x in items], [1, 2, 3])
+        [2, 4, 6]
+    """
+    try:
+        outputs = run(items)
+    except Exception as exc:
+        if not _is_out_of_memory(exc) or len(items) < 2:
+            raise
+        _free_cuda_cache()
+        half = len(items) // 2
+        logger.warning("out of memory on %d items: retrying in two halves", len(items))
+        return [*run_halving(run, items[:half]), *run_halving(run, items[half:])]
+    if len(outputs) != len(items):
+        raise RuntimeError(f"the model returned {len(outputs)} outputs for {len(items)} items")
+    return list(outputs)
+
+
 @dataclass(frozen=True)
 class BatchStats:
-    """What one merged forward run did (passed to batch listeners, e.g. metrics)."""
+    """What one merged forward run did (passed to batch listeners, e.g. metrics): ``tokens``
+    counts every item's input tokens (a shared prefix once per item, as billed)."""
 
     jobs: int
     pairs: int
@@ -43,49 +118,96 @@ class BatchStats:
 
 @dataclass
 class _Job:
-    items: Sequence[EncodedPair]
+    items: Sequence[Any]
+    costs: list[int]  # what each item adds to a run (shared prefixes counted once)
     future: Future
-    tokens: int = field(init=False)
+    outputs: list[Any] = field(init=False)
+    next_item: int = 0  # items before this one are taken (running or done)
+    done_items: int = 0
+    started: bool = False
+    withdrawn: bool = False
 
     def __post_init__(self) -> None:
-        self.tokens = sum(len(item.ids) for item in self.items)
+        self.outputs = [None] * len(self.items)
+
+    @property
+    def tokens(self) -> int:
+        return sum(self.costs)
+
+    @property
+    def waiting_items(self) -> int:
+        return len(self.items) - self.next_item
+
+
+@dataclass
+class _Slice:
+    job: _Job
+    start: int
+    end: int
+
+    @property
+    def items(self) -> Sequence[Any]:
+        return self.job.items[self.start : self.end]
+
+    @property
+    def input_tokens(self) -> int:
+        return sum(
+            len(getattr(item, "ids", ())) or cost
+            for item, cost in zip(self.items, self.job.costs[self.start : self.end], strict=True)
+        )
 
 
 class BatchScheduler:
-    """A bounded queue of scoring jobs drained by one worker thread.
+    """A bounded queue of jobs drained by one worker thread (see the module docstring).
 
-    ``max_queue_pairs`` bounds the pairs waiting (not yet running); a submit beyond it raises
-    :class:`~finerank.errors.QueueFullError`, except into an empty queue, so one request larger
-    than the bound can still run alone. ``batch_wait_ms`` is how long the worker waits for more
-    jobs to fill a batch, and it only waits when the queue was busy (jobs arrived while the
-    previous batch ran): a lone request under light load never pays the wait.
+    Args:
+        model: a :class:`BatchModel` (``run(items)`` plus ``max_batch_tokens``).
+        max_batch_tokens: token budget of one run (default: the model's).
+        batch_wait_ms: how long the worker waits for more jobs to fill a run; it only waits
+            when the queue was busy (jobs arrived while the previous run was going), so a lone
+            request under light load never pays the wait.
+        max_queue_pairs: items waiting (not yet running) beyond which a submit raises
+            :class:`~finerank.errors.QueueFullError`, except into an empty queue, so one
+            request larger than the bound can still run alone.
+        costs: tokens each item of one job costs in a run (default: with the prefix shared
+            when the model shares prefixes, :func:`prefix_shared_token_count`, else
+            :func:`token_count`).
     """
 
     def __init__(
         self,
-        engine,
+        model: BatchModel,
         *,
         max_batch_tokens: int | None = None,
         batch_wait_ms: float = 2.0,
         max_queue_pairs: int = 20_000,
         retry_after_s: float = 1.0,
+        costs: Callable[[Sequence[Any]], list[int]] | None = None,
+        name: str = "finerank-batcher",
     ):
-        self.engine = engine
-        self.max_batch_tokens = max_batch_tokens or engine.max_batch_tokens
+        self.engine = model  # the rerank path calls its model "engine"
+        self.model = model
+        self.max_batch_tokens = max_batch_tokens or model.max_batch_tokens
         self.batch_wait_s = max(0.0, batch_wait_ms) / 1000.0
         self.max_queue_pairs = max_queue_pairs
         self.retry_after_s = retry_after_s
+        if costs is None:
+            shares = getattr(model, "share_prefix", False)
+            costs = prefix_shared_token_count if shares else token_count
+        self.costs = costs
+        self.name = name
         self._queue: deque[_Job] = deque()
         self._queued_pairs = 0
-        self._running_jobs = 0
+        self._running = False
         self._cond = threading.Condition()
         self._accepting = False
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self._busy = False  # jobs arrived while the last batch ran
+        self._busy = False  # jobs arrived while the last run was going
         self._listeners: list[Callable[[BatchStats], None]] = []
         self.dropped_jobs = 0
         self.dropped_pairs = 0
+        self.runs = 0  # model.run calls, retries included
 
     # ---- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -95,7 +217,7 @@ class BatchScheduler:
                 return
             self._accepting = True
             self._stopping = False
-            self._thread = threading.Thread(target=self._loop, name="finerank-batcher", daemon=True)
+            self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
             self._thread.start()
 
     def stop(self, *, drain: bool = True, timeout: float | None = None) -> None:
@@ -105,11 +227,8 @@ class BatchScheduler:
             if not drain:
                 while self._queue:
                     job = self._queue.popleft()
-                    self._queued_pairs -= len(job.items)
-                    if job.future.set_running_or_notify_cancel():
-                        job.future.set_exception(
-                            ServiceUnavailableError("the service is shutting down; retry")
-                        )
+                    self._queued_pairs -= job.waiting_items
+                    self._fail(job, ServiceUnavailableError("the service is shutting down; retry"))
             self._stopping = True
             self._cond.notify_all()
             thread = self._thread
@@ -122,7 +241,7 @@ class BatchScheduler:
 
     @property
     def queued_pairs(self) -> int:
-        """Pairs waiting to run (not counting the batch running now)."""
+        """Items waiting to run (not counting the run going now)."""
         return self._queued_pairs
 
     @property
@@ -130,20 +249,21 @@ class BatchScheduler:
         return len(self._queue)
 
     def add_listener(self, listener: Callable[[BatchStats], None]) -> None:
-        """Call ``listener(stats)`` from the worker thread after every batch."""
+        """Call ``listener(stats)`` from the worker thread after every run."""
         self._listeners.append(listener)
 
     # ---- submission ----------------------------------------------------------------------
-    def submit(self, items: Sequence[EncodedPair]) -> Future:
-        """Queue one request's items; the future resolves to their logits, in order.
+    def submit(self, items: Sequence[Any]) -> Future:
+        """Queue one request's items; the future resolves to their outputs, in order.
 
-        Cancel the future to withdraw the job: if the worker has not started it, it never runs.
+        Cancel the future to withdraw the job: if the worker has not started it, it never runs
+        (see :meth:`withdraw` for a job that has started).
         """
         future: Future = Future()
         if not items:
             future.set_result([])
             return future
-        job = _Job(items, future)
+        job = _Job(items, self.costs(items), future)
         with self._cond:
             if not self._accepting:
                 raise ServiceUnavailableError(
@@ -157,14 +277,23 @@ class BatchScheduler:
                 )
             self._queue.append(job)
             self._queued_pairs += len(items)
-            if self._running_jobs:
+            if self._running:
                 self._busy = True
             self._cond.notify()
         return future
 
+    def withdraw(self, future: Future) -> None:
+        """Drop what has not run yet of the job behind ``future`` (its caller went away)."""
+        if future.cancel():
+            return  # never started: the worker skips it
+        with self._cond:
+            for job in self._queue:
+                if job.future is future:
+                    job.withdrawn = True
+
     # ---- worker --------------------------------------------------------------------------
-    def _take_batch(self) -> list[_Job] | None:
-        """Pop the next jobs to run together (None: stopped and drained)."""
+    def _take_batch(self) -> list[_Slice] | None:
+        """The next run: slices of queued jobs within the budget (None: stopped, drained)."""
         with self._cond:
             while not self._queue:
                 if self._stopping:
@@ -178,28 +307,49 @@ class BatchScheduler:
                         break
                     self._cond.wait(remaining)
             self._busy = False
-            batch: list[_Job] = []
+            batch: list[_Slice] = []
             tokens = 0
-            while self._queue:
+            while self._queue and tokens < self.max_batch_tokens:
                 job = self._queue[0]
-                if batch and tokens + job.tokens > self.max_batch_tokens:
-                    break
-                self._queue.popleft()
-                self._queued_pairs -= len(job.items)
-                # False: the caller cancelled while queued; its items are never run.
-                if not job.future.set_running_or_notify_cancel():
-                    self.dropped_jobs += 1
-                    self.dropped_pairs += len(job.items)
+                if job.withdrawn or (not job.started and not self._begin(job)):
+                    self._queue.popleft()
+                    self._drop(job)
                     continue
-                batch.append(job)
-                tokens += job.tokens
-            self._running_jobs = len(batch)
+                start = end = job.next_item
+                while end < len(job.items) and (
+                    tokens + job.costs[end] <= self.max_batch_tokens or not batch and end == start
+                ):
+                    tokens += job.costs[end]
+                    end += 1
+                if end == start:
+                    break  # the budget is full
+                batch.append(_Slice(job, start, end))
+                job.next_item = end
+                self._queued_pairs -= end - start
+                self._queue.popleft()
+                if job.waiting_items:
+                    # The rest of a cut job waits behind the jobs already queued.
+                    self._queue.append(job)
+                    break
+            self._running = bool(batch)
             return batch
+
+    def _begin(self, job: _Job) -> bool:
+        """Mark a job running; False when its caller cancelled it while it was queued."""
+        job.started = job.future.set_running_or_notify_cancel()
+        return job.started
+
+    def _drop(self, job: _Job) -> None:
+        self._queued_pairs -= job.waiting_items
+        self.dropped_jobs += 1
+        self.dropped_pairs += job.waiting_items
+        if job.started and not job.future.done():
+            job.future.set_exception(ServiceUnavailableError("the request was withdrawn"))
 
     def _queued_tokens_up_to_budget(self) -> int:
         total = 0
         for job in self._queue:
-            total += job.tokens
+            total += sum(job.costs[job.next_item :])
             if total >= self.max_batch_tokens:
                 break
         return total
@@ -209,32 +359,81 @@ class BatchScheduler:
             batch = self._take_batch()
             if batch is None:
                 return
-            if not batch:
-                continue
-            self._run(batch)
+            if batch:
+                self._run(batch)
             with self._cond:
-                self._running_jobs = 0
+                self._running = False
 
-    def _run(self, batch: list[_Job]) -> None:
-        items = [item for job in batch for item in job.items]
+    def _run(self, batch: list[_Slice]) -> None:
+        items = [item for part in batch for item in part.items]
         started = time.perf_counter()
         try:
-            logits = self.engine.run(items)
-        except BaseException as exc:  # noqa: BLE001 - every waiting caller must hear about it
-            logger.exception("batch of %d pairs failed", len(items))
-            for job in batch:
-                job.future.set_exception(exc)
+            outputs = self._run_items(items)
+        except Exception as exc:  # noqa: BLE001 - isolated below, or given to the one caller
+            if len(batch) == 1:
+                logger.error("a run of %d items failed: %s", len(items), exc)
+                self._fail(batch[0].job, exc)
+                return
+            logger.warning(
+                "a run merging %d requests failed (%s); re-running each alone", len(batch), exc
+            )
+            for part in batch:
+                self._run([part])
             return
-        seconds = time.perf_counter() - started
         offset = 0
-        for job in batch:
-            job.future.set_result(logits[offset : offset + len(job.items)])
-            offset += len(job.items)
+        for part in batch:
+            count = part.end - part.start
+            self._deliver(part, outputs[offset : offset + count])
+            offset += count
         stats = BatchStats(
-            jobs=len(batch), pairs=len(items), tokens=sum(j.tokens for j in batch), seconds=seconds
+            jobs=len(batch),
+            pairs=len(items),
+            tokens=sum(part.input_tokens for part in batch),
+            seconds=time.perf_counter() - started,
         )
         for listener in self._listeners:
             try:
                 listener(stats)
             except Exception:  # a broken listener must not stop scoring
                 logger.exception("batch listener failed")
+
+    def _run_items(self, items: Sequence[Any]) -> list[Any]:
+        def counted(part: Sequence[Any]) -> Sequence[Any]:
+            self.runs += 1
+            return self.model.run(part)
+
+        return run_halving(counted, items)
+
+    def _deliver(self, part: _Slice, outputs: Sequence[Any]) -> None:
+        job = part.job
+        if job.future.done():  # failed or withdrawn meanwhile
+            return
+        job.outputs[part.start : part.end] = list(outputs)
+        job.done_items += part.end - part.start
+        if job.done_items == len(job.items):
+            job.future.set_result(job.outputs)
+
+    def _fail(self, job: _Job, exc: BaseException) -> None:
+        if not job.started and not self._begin(job):
+            return  # cancelled: nobody is waiting
+        if job.future.done():
+            return
+        job.future.set_exception(exc)
+        with self._cond:  # the rest of a cut job must not run
+            if job in self._queue:
+                self._queue.remove(job)
+                self._queued_pairs -= job.waiting_items
+                job.next_item = len(job.items)
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.OutOfMemoryError)
+
+
+def _free_cuda_cache() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from finerank.engine.scheduler import BatchScheduler
+from finerank.engine.scheduler import BatchScheduler, prefix_shared_token_count
 from finerank.errors import QueueFullError, ServiceUnavailableError
 from tests.server.conftest import GatedEngine
 
@@ -55,7 +55,8 @@ def test_concurrent_jobs_share_one_batch_and_get_their_own_logits(held, qwen3_re
 def test_batches_respect_the_token_budget(qwen3_reranker):
     engine = GatedEngine(qwen3_reranker.engine)
     prepared = [_prepared(qwen3_reranker, q) for q in QUERIES]
-    budget = max(p.num_tokens for p in prepared) + 1  # room for exactly one job
+    # room for exactly one job, its query prefix counted once as the engine packs it
+    budget = max(sum(prefix_shared_token_count(p.items)) for p in prepared) + 1
     scheduler = BatchScheduler(engine, max_batch_tokens=budget, batch_wait_ms=0)
     scheduler.start()
     try:
