@@ -10,6 +10,14 @@
 
 All return L2-normalised float32 rows, so a dot product is the cosine similarity.
 
+Every embedder works in two steps, so that a server can batch many requests together
+(:class:`~finerank.retrieval.embedding_service.EmbeddingService` drives them through the same
+:class:`~finerank.engine.scheduler.BatchScheduler` as the reranker): :meth:`Embedder.prepare`
+tokenizes (cutting a long text to what the model reads *before* tokenizing it, so a 10 MB
+input costs what its first ``max_length`` tokens cost) and :meth:`Embedder.run` embeds prepared
+inputs in one call; :meth:`Embedder.finish` cuts and normalises. ``embed_documents`` /
+``embed_queries`` are the three in a row, with the scheduler's out-of-memory halving.
+
 Example:
     >>> from finerank.retrieval.embedder import Embedder
     >>> embedder = Embedder.from_pretrained("/models/Qwen3-Embedding-0.6B")  # doctest: +SKIP
@@ -23,7 +31,9 @@ import os
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -32,6 +42,8 @@ from finerank.errors import InvalidInputError, ModelLoadError, ServiceUnavailabl
 QWEN3_EOS_TOKEN = "<|endoftext|>"
 QWEN3_EOS_ID = 151643
 QWEN3_DEFAULT_TASK = "Given a web search query, retrieve relevant passages that answer the query"
+InputType = Literal["document", "query"]
+INPUT_TYPES: tuple[str, ...] = ("document", "query")
 
 
 def format_qwen3_query(query: str, task: str | None = None) -> str:
@@ -54,6 +66,98 @@ def _check_texts(texts: Sequence[str], what: str = "texts") -> list[str]:
     return out
 
 
+@dataclass(frozen=True)
+class EmbeddingInput:
+    """One prepared input: the token ids the model reads (cut to its length), what may share
+    a prefix with it (``share_key``: Qwen3 queries with one instruction), and, for models that
+    tokenize again themselves, the (cut) ``text``. ``tokens`` is its cost in a batch."""
+
+    ids: tuple[int, ...]
+    share_key: object = None
+    text: str | None = None
+    tokens: int = 0
+
+    @property
+    def cost(self) -> int:
+        return self.tokens or len(self.ids)
+
+
+def input_cost(item: EmbeddingInput) -> int:
+    """Tokens one input costs in a batch (the scheduler's cost function)."""
+    return item.cost
+
+
+# First guess of how many characters hold `budget` tokens (prose rarely averages more than
+# ~4 characters per token, CJK ~1.5); a text with longer tokens just doubles the cut.
+_CUT_CHARS_PER_TOKEN = 4
+_CUT_SLACK_CHARS = 256
+
+
+def cut_texts(tokenizer, texts: Sequence[str], budget: int) -> list[tuple[str, list[int]]]:
+    """For each text, a prefix whose tokens begin with the text's first ``budget`` tokens,
+    and the prefix's token ids (no special tokens), without tokenizing all of a huge text.
+
+    A prefix of about ``budget`` tokens is tokenized; its tokens count only up to a boundary
+    no continuation of the text can move (see
+    :func:`finerank.models.qwen3.encode_truncated`, which keeps the reranker exact the same
+    way); with fewer than ``budget`` such tokens the cut doubles. Texts shorter than the cut,
+    and tokenizers without a pre-tokenizer, are tokenized whole.
+
+    Example:
+        >>> [ids[:3] for _, ids in cut_texts(tokenizer, ["a very long text ..."], 3)]
+        ... # doctest: +SKIP
+        [[64, 1602, 1293]]
+    """
+    from finerank.models.qwen3 import _stable_tokens
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    pre = getattr(backend, "pre_tokenizer", None)
+    results: list[tuple[str, list[int]] | None] = [None] * len(texts)
+    cuts = {i: budget * _CUT_CHARS_PER_TOKEN + _CUT_SLACK_CHARS for i in range(len(texts))}
+    if pre is None:
+        cuts = {i: len(text) for i, text in enumerate(texts)}
+        added_len = 0
+    else:
+        added_len = max(
+            (len(t.content) for t in backend.get_added_tokens_decoder().values()), default=0
+        )
+    pending = list(range(len(texts)))
+    while pending:
+        whole = [i for i in pending if cuts[i] >= len(texts[i])]
+        cut = [i for i in pending if cuts[i] < len(texts[i])]
+        if whole:
+            encoded = tokenizer(
+                [texts[i] for i in whole], add_special_tokens=False, return_attention_mask=False
+            )
+            for i, row in zip(whole, encoded["input_ids"], strict=True):
+                results[i] = (texts[i], list(row))
+        pending = []
+        if not cut:
+            break
+        prefixes = [texts[i][: cuts[i]] for i in cut]
+        encoded = tokenizer(
+            prefixes,
+            add_special_tokens=False,
+            return_attention_mask=False,
+            return_offsets_mapping=True,
+        )
+        for i, prefix, row, offsets in zip(
+            cut, prefixes, encoded["input_ids"], encoded["offset_mapping"], strict=True
+        ):
+            if len(row) > budget and _stable_tokens(pre, prefix, offsets, added_len) >= budget:
+                results[i] = (prefix, list(row))
+            else:
+                cuts[i] *= 2
+                pending.append(i)
+    return results  # type: ignore[return-value]
+
+
+def _check_inputs(texts: Sequence[str], input_type: object) -> list[str]:
+    if input_type not in INPUT_TYPES:
+        raise InvalidInputError(f"input_type must be 'document' or 'query', got {input_type!r}")
+    return _check_texts(texts, "queries" if input_type == "query" else "texts")
+
+
 def _normalise(matrix: np.ndarray, dimensions: int | None) -> np.ndarray:
     """Matryoshka truncation (first ``dimensions`` values) then L2 normalisation."""
     if dimensions is not None:
@@ -70,14 +174,69 @@ class Embedder(ABC):
     """
 
     name: str
+    source: str
     dimension: int
     max_dimension: int
+    default_dimensions: int | None = None
+    max_batch_tokens: int = 16384
 
     @abstractmethod
+    def prepare(
+        self,
+        texts: Sequence[str],
+        *,
+        input_type: InputType = "document",
+        instruction: str | None = None,
+    ) -> list[EmbeddingInput]:
+        """Tokenize ``texts`` (queries with the model's query prompt and ``instruction``),
+        each cut to what the model reads before it is tokenized. No model call.
+
+        Args:
+            texts: the texts (strings).
+            input_type: ``document`` (as they are) or ``query`` (query prompt).
+            instruction: the task of a Qwen3 query prompt (others ignore it).
+
+        Returns:
+            One :class:`EmbeddingInput` per text, in order.
+        """
+
+    @abstractmethod
+    def run(self, items: Sequence[EmbeddingInput]) -> np.ndarray:
+        """Embed prepared inputs in one call: ``[len(items), max_dimension]`` float32 rows,
+        not yet normalised (see :meth:`finish`). Not safe to call from two threads at once."""
+
+    def finish(self, rows: Sequence[np.ndarray], dimensions: int | None = None) -> np.ndarray:
+        """Rows of :meth:`run` as unit vectors of ``dimensions`` (Matryoshka: cut first)."""
+        dimensions = self.check_dimensions(dimensions) or self.default_dimensions
+        if not len(rows):
+            return np.zeros((0, dimensions or self.max_dimension), dtype=np.float32)
+        return _normalise(np.stack(rows).astype(np.float32, copy=False), dimensions)
+
+    def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        input_type: InputType = "document",
+        instruction: str | None = None,
+        dimensions: int | None = None,
+    ) -> np.ndarray:
+        """``prepare`` then ``run`` (halved and retried on out-of-memory) then ``finish``."""
+        from finerank.engine.scheduler import run_halving
+
+        self.check_dimensions(dimensions)
+        items = self.prepare(texts, input_type=input_type, instruction=instruction)
+        rows = run_halving(self.run, items) if items else []
+        return self.finish(rows, dimensions)
+
     def embed_documents(self, texts: Sequence[str], *, dimensions: int | None = None) -> np.ndarray:
-        """Embed passages as they are. Returns ``[len(texts), dimension]`` float32."""
+        """Embed passages as they are. Returns ``[len(texts), dimension]`` float32.
 
-    @abstractmethod
+        Example:
+            >>> embedder.embed_documents(["Beijing is the capital."]).shape  # doctest: +SKIP
+            (1, 1024)
+        """
+        return self.embed(texts, dimensions=dimensions)
+
     def embed_queries(
         self,
         texts: Sequence[str],
@@ -85,13 +244,17 @@ class Embedder(ABC):
         instruction: str | None = None,
         dimensions: int | None = None,
     ) -> np.ndarray:
-        """Embed search queries (with the model's query prompt and ``instruction``)."""
+        """Embed search queries (with the model's query prompt and ``instruction``).
+
+        Example:
+            >>> embedder.embed_queries(["capital of China?"]).shape  # doctest: +SKIP
+            (1, 1024)
+        """
+        return self.embed(texts, input_type="query", instruction=instruction, dimensions=dimensions)
 
     def count_tokens(self, text: str) -> int:
-        """Tokens the model reads for ``text`` (an estimate when no tokenizer is at hand)."""
-        from finerank.retrieval.chunkers import count_tokens
-
-        return count_tokens(text)
+        """Tokens the model reads for ``text`` (after the cut to its length)."""
+        return self.prepare([text])[0].cost
 
     def check_dimensions(self, dimensions: int | None) -> int | None:
         """Validate a requested output size against what the model supports."""
@@ -125,7 +288,7 @@ class Embedder(ABC):
             >>> Embedder.from_pretrained("/no/such/model")
             Traceback (most recent call last):
             ...
-            finerank.errors.ModelLoadError: embedding model directory not found: /no/such/model (pass a local directory holding config.json, weights and tokenizer files, or a hub id such as Qwen/Qwen3-Reranker-0.6B)
+            finerank.errors.ModelLoadError: embedding model directory not found: /no/such/model (pass a local directory holding config.json, weights and tokenizer files, or a hub id such as Qwen/Qwen3-Embedding-0.6B)
         """  # noqa: E501
         text = str(name_or_path)
         if text.startswith(("http://", "https://")):
@@ -145,7 +308,9 @@ class Embedder(ABC):
                 max_length=max_length,
                 max_batch_tokens=max_batch_tokens,
             )
-        return SentenceTransformerEmbedder(path, device=device, dimensions=dimensions)
+        return SentenceTransformerEmbedder(
+            path, device=device, dimensions=dimensions, max_batch_tokens=max_batch_tokens
+        )
 
 
 class Qwen3Embedder(Embedder):
@@ -199,47 +364,35 @@ class Qwen3Embedder(Embedder):
         self._lock = threading.Lock()  # one forward at a time: the model is not re-entrant
         self._torch = torch
 
-    def _encode(self, texts: list[str], share_key: object) -> list:
-        from finerank.models.base import EncodedPair
-
-        if not texts:
-            return []
-        ids = self.tokenizer(texts, add_special_tokens=False, return_attention_mask=False)
-        items = []
-        for row in ids["input_ids"]:
-            row = list(row[: self.max_length - 1])
-            items.append(EncodedPair(tuple(row + [self.eos_id]), share_key))
-        return items
-
-    def _run(self, items: list, dimensions: int | None) -> np.ndarray:
-        from finerank.engine.packing import plan_packs
-
-        dimensions = self.check_dimensions(dimensions) or self.default_dimensions
-        out = np.zeros((len(items), self.max_dimension), dtype=np.float32)
-        if not items:
-            return out[:, : dimensions or self.max_dimension]
-        with self._lock:
-            for pack in plan_packs(items, self.max_batch_tokens):
-                hidden = self.decoder.last_hidden(pack).to(self._torch.float32).cpu().numpy()
-                out[pack.item_indices] = hidden
-        return _normalise(out, dimensions)
-
-    def embed_documents(self, texts: Sequence[str], *, dimensions: int | None = None) -> np.ndarray:
-        return self._run(self._encode(_check_texts(texts), None), dimensions)
-
-    def embed_queries(
+    def prepare(
         self,
         texts: Sequence[str],
         *,
+        input_type: InputType = "document",
         instruction: str | None = None,
-        dimensions: int | None = None,
-    ) -> np.ndarray:
-        prompts = [format_qwen3_query(q, instruction) for q in _check_texts(texts, "queries")]
-        return self._run(self._encode(prompts, ("query", instruction)), dimensions)
+    ) -> list[EmbeddingInput]:
+        texts = _check_inputs(texts, input_type)
+        share_key = None
+        if input_type == "query":
+            texts = [format_qwen3_query(q, instruction) for q in texts]
+            share_key = ("query", instruction)
+        if not texts:
+            return []
+        budget = self.max_length - 1
+        return [
+            EmbeddingInput(tuple(ids[:budget]) + (self.eos_id,), share_key)
+            for _, ids in cut_texts(self.tokenizer, texts, budget)
+        ]
 
-    def count_tokens(self, text: str) -> int:
-        """Tokens the model reads for ``text`` (end token included, after truncation)."""
-        return min(len(self.tokenizer.encode(text, add_special_tokens=False)) + 1, self.max_length)
+    def run(self, items: Sequence[EmbeddingInput]) -> np.ndarray:
+        from finerank.engine.packing import plan_packs
+
+        out = np.zeros((len(items), self.max_dimension), dtype=np.float32)
+        with self._lock, self._torch.inference_mode():
+            for pack in plan_packs(items, self.max_batch_tokens):
+                hidden = self.decoder.last_hidden(pack).to(self._torch.float32).cpu().numpy()
+                out[pack.item_indices] = hidden
+        return out
 
 
 class SentenceTransformerEmbedder(Embedder):
@@ -255,6 +408,7 @@ class SentenceTransformerEmbedder(Embedder):
         device: str = "auto",
         dimensions: int | None = None,
         batch_size: int = 64,
+        max_batch_tokens: int = 16384,
     ):
         try:
             from sentence_transformers import SentenceTransformer
@@ -275,6 +429,7 @@ class SentenceTransformerEmbedder(Embedder):
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"cannot load sentence-transformers model {path}: {exc}") from exc
         self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens
         dimension = getattr(self.model, "get_embedding_dimension", None) or (
             self.model.get_sentence_embedding_dimension
         )
@@ -283,36 +438,42 @@ class SentenceTransformerEmbedder(Embedder):
         self.dimension = self.default_dimensions or self.max_dimension
         self._lock = threading.Lock()
 
-    def _embed(self, texts: list[str], prompt_name: str | None, dimensions: int | None):
-        dimensions = self.check_dimensions(dimensions) or self.default_dimensions
-        if not texts:
-            return np.zeros((0, dimensions or self.max_dimension), dtype=np.float32)
-        with self._lock:
-            matrix = self.model.encode(
-                texts,
-                batch_size=self.batch_size,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-                prompt_name=prompt_name,
-            )
-        return _normalise(np.asarray(matrix, dtype=np.float32), dimensions)
-
-    def embed_documents(self, texts: Sequence[str], *, dimensions: int | None = None) -> np.ndarray:
-        return self._embed(_check_texts(texts), None, dimensions)
-
-    def count_tokens(self, text: str) -> int:
-        ids = self.model.tokenizer(text)["input_ids"]
-        return min(len(ids), int(self.model.max_seq_length or len(ids)))
-
-    def embed_queries(
+    def prepare(
         self,
         texts: Sequence[str],
         *,
+        input_type: InputType = "document",
         instruction: str | None = None,
-        dimensions: int | None = None,
-    ) -> np.ndarray:
-        prompt = "query" if "query" in (self.model.prompts or {}) else None
-        return self._embed(_check_texts(texts, "queries"), prompt, dimensions)
+    ) -> list[EmbeddingInput]:
+        texts = _check_inputs(texts, input_type)
+        prompt = None
+        if input_type == "query" and "query" in (self.model.prompts or {}):
+            prompt = "query"
+        tokenizer = self.model.tokenizer
+        specials = tokenizer.num_special_tokens_to_add(pair=False)
+        limit = int(self.model.max_seq_length or tokenizer.model_max_length)
+        budget = max(1, limit - specials)
+        # the model tokenizes the (cut) text again itself, prompt included
+        return [
+            EmbeddingInput(tuple(ids[:budget]), prompt, text, min(len(ids), budget) + specials)
+            for text, ids in cut_texts(tokenizer, texts, budget)
+        ]
+
+    def run(self, items: Sequence[EmbeddingInput]) -> np.ndarray:
+        out = np.zeros((len(items), self.max_dimension), dtype=np.float32)
+        groups: dict[object, list[int]] = {}
+        for index, item in enumerate(items):
+            groups.setdefault(item.share_key, []).append(index)
+        with self._lock:
+            for prompt, indices in groups.items():
+                out[indices] = self.model.encode(
+                    [items[i].text for i in indices],
+                    batch_size=self.batch_size,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                    prompt_name=prompt,
+                )
+        return out
 
 
 class RemoteEmbedder(Embedder):
@@ -351,10 +512,11 @@ class RemoteEmbedder(Embedder):
         self._client = http_client or httpx.Client(timeout=timeout_s, headers=headers)
         if http_client is not None and api_key:
             self._client.headers.update(headers)
+        # the endpoint answers in `dimensions` (fixed here); requests may ask for fewer
         self.default_dimensions = dimensions
         probe = self._request(["dimension probe"], dimensions)
-        self.max_dimension = probe.shape[1] if dimensions is None else 1 << 30
-        self.dimension = probe.shape[1]
+        self.max_dimension = self.dimension = int(probe.shape[1])
+        self.max_batch_tokens = 1 << 20  # the endpoint batches itself
 
     def _request(self, texts: list[str], dimensions: int | None) -> np.ndarray:
         import httpx
@@ -376,30 +538,30 @@ class RemoteEmbedder(Embedder):
         data = sorted(response.json()["data"], key=lambda row: row["index"])
         return np.asarray([row["embedding"] for row in data], dtype=np.float32)
 
-    def _embed(self, texts: list[str], dimensions: int | None) -> np.ndarray:
-        dimensions = dimensions or self.default_dimensions
-        parts = [
-            self._request(texts[i : i + self.batch_size], dimensions)
-            for i in range(0, len(texts), self.batch_size)
-        ]
-        if not parts:
-            return np.zeros((0, self.dimension), dtype=np.float32)
-        return _normalise(np.concatenate(parts), None)
-
-    def embed_documents(self, texts: Sequence[str], *, dimensions: int | None = None) -> np.ndarray:
-        return self._embed(_check_texts(texts), dimensions)
-
-    def embed_queries(
+    def prepare(
         self,
         texts: Sequence[str],
         *,
+        input_type: InputType = "document",
         instruction: str | None = None,
-        dimensions: int | None = None,
-    ) -> np.ndarray:
-        queries = _check_texts(texts, "queries")
-        if instruction:
-            queries = [format_qwen3_query(q, instruction) for q in queries]
-        return self._embed(queries, dimensions)
+    ) -> list[EmbeddingInput]:
+        from finerank.retrieval.chunkers import count_tokens
+
+        texts = _check_inputs(texts, input_type)
+        if input_type == "query" and instruction:
+            texts = [format_qwen3_query(q, instruction) for q in texts]
+        # the endpoint tokenizes (and cuts); the cost here is an estimate
+        return [EmbeddingInput((), None, text, max(1, count_tokens(text))) for text in texts]
+
+    def run(self, items: Sequence[EmbeddingInput]) -> np.ndarray:
+        texts = [item.text or "" for item in items]
+        parts = [
+            self._request(texts[i : i + self.batch_size], self.default_dimensions)
+            for i in range(0, len(texts), self.batch_size)
+        ]
+        if not parts:
+            return np.zeros((0, self.max_dimension), dtype=np.float32)
+        return np.concatenate(parts)
 
     def close(self) -> None:
         self._client.close()
