@@ -11,8 +11,10 @@ queued pairs before they run.
 Example:
     >>> import asyncio
     >>> from finerank.settings import Settings
-    >>> service = RerankService(Settings(model="/models/Qwen3-Reranker-0.6B"))  # doctest: +SKIP
-    >>> service.start()  # loads the model, starts the worker  # doctest: +SKIP
+    >>> from finerank.runtime import build_reranker
+    >>> settings = Settings(model="/models/Qwen3-Reranker-0.6B")
+    >>> service = RerankService(settings)
+    >>> service.start(build_reranker(settings))  # starts the worker  # doctest: +SKIP
     >>> outcome = asyncio.run(service.rerank("capital of China?",
     ...     ["Beijing is the capital.", "Bananas are yellow."], top_n=1))  # doctest: +SKIP
     >>> outcome.results[0].index, outcome.prompt_tokens  # doctest: +SKIP
@@ -68,35 +70,11 @@ class ScoreOutcome:
     prompt_tokens: int
 
 
-def load_reranker(settings: Settings) -> Reranker:
-    """Load the reranker ``settings`` describe (model, device, dtype and engine knobs).
-
-    Example:
-        >>> load_reranker(Settings(model="/models/Qwen3-Reranker-0.6B"))  # doctest: +SKIP
-        <finerank.reranker.Reranker object at ...>
-    """
-    from finerank.reranker import Reranker
-
-    if not settings.model:
-        raise InvalidInputError("no model: set Settings(model=...) or FINERANK_MODEL")
-    return Reranker.from_pretrained(
-        settings.model,
-        device=settings.device,
-        dtype=settings.dtype,
-        max_length=settings.max_length,
-        family=settings.family,
-        max_batch_tokens=settings.max_batch_tokens,
-        share_prefix=settings.share_prefix,
-        chunk_overlap=settings.chunk_overlap,
-        quantize=settings.quantize,
-    )
-
-
 class RerankService:
     """A reranker plus a batching worker, safe to call from many coroutines at once.
 
-    Pass ``reranker`` to serve an already loaded model (tests, the web page); otherwise
-    :meth:`start` loads ``settings.model``. Limits come from ``settings``
+    The reranker comes from :class:`finerank.runtime.Runtime` (which builds it from
+    ``settings``), given here or to :meth:`start`. Limits come from ``settings``
     (``max_documents_per_request``, ``max_tokens_per_request``, ``max_queue_pairs``).
     """
 
@@ -139,15 +117,19 @@ class RerankService:
         return self._accepting and self.reranker is not None
 
     # ---- lifecycle -------------------------------------------------------------------------
-    def start(self) -> None:
-        """Load the model (blocking, if not given) and start the batching worker. Idempotent."""
+    def start(self, reranker: Reranker | None = None) -> None:
+        """Start the batching worker on ``reranker`` (or the one given at construction).
+        Idempotent."""
         from finerank.engine.scheduler import BatchScheduler
 
         with self._lock:
             if self._accepting:
                 return
+            self.reranker = reranker or self.reranker
             if self.reranker is None:
-                self.reranker = self._load()
+                raise ServiceUnavailableError(
+                    "no reranker loaded: build one with finerank.runtime.Runtime(settings)"
+                )
             s = self.settings
             scheduler = BatchScheduler(
                 self.reranker.engine,
@@ -163,19 +145,6 @@ class RerankService:
             # event loop keeps it responsive while a big request is prepared.
             self._prep = ThreadPoolExecutor(1, thread_name_prefix="finerank-prepare")
             self._accepting = True
-
-    def _load(self) -> Reranker:
-        s = self.settings
-        logger.info("loading model %s", s.model)
-        reranker = load_reranker(s)
-        logger.info(
-            "loaded %s (%s) on %s in %.1fs",
-            s.model,
-            reranker.family,
-            reranker.backend.device,
-            reranker.load_seconds,
-        )
-        return reranker
 
     def stop(self, *, drain: bool = True) -> None:
         """Stop accepting; with ``drain`` finish queued work first. Idempotent."""
@@ -346,5 +315,9 @@ class RerankService:
         self._require_ready()
         assert self.scheduler is not None
         future = self.scheduler.submit(items)
-        # Cancelling the awaiting task cancels ``future``; the worker then skips the job.
-        return await asyncio.wrap_future(future)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            # The caller went away: the worker skips the job, or what is left of a cut one.
+            self.scheduler.withdraw(future)
+            raise

@@ -29,7 +29,11 @@ class Settings(BaseSettings):
     )
 
     # --- model -----------------------------------------------------------------------------
-    model: str | None = Field(None, description="Reranker: a local directory or a hub id.")
+    model: str | None = Field(
+        None,
+        description="Reranker: a local directory or a hub id; `finerank serve` without one "
+        "serves `Qwen/Qwen3-Reranker-0.6B`.",
+    )
     served_model_name: str | None = Field(
         None, description="Name clients see and send as `model`; default: the model's last part."
     )
@@ -106,11 +110,15 @@ class Settings(BaseSettings):
     # --- retrieval -------------------------------------------------------------------------
     embedding_model: str | None = Field(
         None,
-        description="Embedding model (directory, hub id or http(s) endpoint); enables "
-        "`/v1/embeddings`, search and collections; none at index time: BM25 only.",
+        description="Embedding model (directory, hub id or http(s) endpoint): "
+        "`/v1/embeddings`, dense and hybrid search (a store in the default data dir comes with "
+        "it); none at index time: BM25 only.",
     )
     data_dir: Path | None = Field(
-        None, description="Embedded store directory; default: `<user data dir>/finerank/qdrant`."
+        None,
+        description="Embedded store directory; default: `<user data dir>/finerank/qdrant`. "
+        "Given to `serve`, it mounts the search and collection routes (BM25 needs no "
+        "embedding model).",
     )
     qdrant_url: str | None = Field(
         None, description="A Qdrant server or cluster instead of the embedded store."
@@ -135,6 +143,27 @@ class Settings(BaseSettings):
     )
     prf_weight: float = Field(
         0.5, ge=0.0, le=1.0, description="Share of the expansion in a `+prf` query (0: none)."
+    )
+    max_query_chars: int = Field(
+        4096, ge=1, description="Characters of a `/v1/search` query (`413` above)."
+    )
+    max_recall_k: int = Field(
+        1000,
+        ge=1,
+        description="First-stage candidates a search may ask for (`recall_k`; default 100, or "
+        "this when lower).",
+    )
+    max_rerank_k: int = Field(
+        1000,
+        ge=1,
+        description="Candidates one search reranks (`rerank_k`; without it, every candidate up "
+        "to this and `max_documents_per_request`).",
+    )
+    max_chunks_per_request: int = Field(
+        10_000,
+        ge=1,
+        description="Chunks one `POST /v1/collections/{name}/documents` may produce (refused "
+        "before anything is written).",
     )
 
     @field_validator("api_keys", "allowed_hosts", "cors_origins", mode="before")

@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from finerank.cli.common import friendly_errors
+from finerank.cli.common import cli_settings, friendly_errors
 
 batch_app = typer.Typer(
     help="Batch jobs on Ray: rerank millions of pairs, index a large corpus.",
@@ -28,13 +28,6 @@ RayAddress = Annotated[
 
 def register(app: typer.Typer) -> None:
     app.add_typer(batch_app, name="batch")
-
-
-def _settings(**flags: Any):
-    """Settings from the flags that were given; the rest from FINERANK_* or defaults."""
-    from finerank.settings import Settings
-
-    return Settings(**{name: value for name, value in flags.items() if value is not None})
 
 
 def _print_summary(summary: object, as_json: bool) -> None:
@@ -96,7 +89,7 @@ def batch_rerank_command(
     Re-running the same command resumes: parts already in OUT are skipped."""
     from finerank.distributed.batch_rerank import Progress, batch_rerank
 
-    settings = _settings(
+    settings = cli_settings(
         model=model,
         instruction=instruction,
         max_length=max_length,
@@ -165,7 +158,7 @@ def batch_index_command(
     from finerank.distributed.batch_index import IndexProgress, batch_index
     from finerank.retrieval.chunkers import get_chunker
 
-    settings = _settings(
+    settings = cli_settings(
         embedding_model=embedding_model,
         qdrant_url=qdrant_url,
         qdrant_api_key=qdrant_api_key,

@@ -1,18 +1,28 @@
-"""Helpers shared by CLI commands: error reporting and reading documents from files."""
+"""Helpers shared by CLI commands: settings from flags, error reporting, documents files."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable
 from functools import wraps
-from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
-from finerank.errors import FinerankError, InvalidInputError
+from finerank.errors import FinerankError
+from finerank.jsonl import parse_documents_text, read_documents
+
+if TYPE_CHECKING:
+    from finerank.settings import Settings
+
+__all__ = [
+    "cli_settings",
+    "friendly_errors",
+    "parse_documents_text",
+    "read_documents",
+    "user_error_message",
+]
 
 F = TypeVar("F", bound=Callable)
 logger = logging.getLogger("finerank.cli")
@@ -72,28 +82,10 @@ def user_error_message(exc: BaseException) -> str | None:
     return None
 
 
-def read_documents(path: Path) -> list[str]:
-    """One document per line, or JSONL with a ``text`` field (detected per line)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"documents file not found: {path}")
-    return parse_documents_text(path.read_text(encoding="utf-8"), path)
+def cli_settings(**flags: Any) -> Settings:
+    """Settings from the flags that were given (``None`` = not given); the rest come from
+    ``FINERANK_*`` environment variables, then the defaults. Every command builds its
+    configuration this way, so ``FINERANK_*`` works for all of them."""
+    from finerank.settings import Settings
 
-
-def parse_documents_text(text: str, path: object) -> list[str]:
-    """The documents of a file's ``text`` (see :func:`read_documents`); ``path`` names it in
-    errors."""
-    documents: list[str] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        if line.lstrip().startswith("{"):
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InvalidInputError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
-            if not isinstance(record.get("text"), str):
-                raise InvalidInputError(f"{path}:{number}: JSON line needs a string 'text' field")
-            documents.append(record["text"])
-        else:
-            documents.append(line)
-    return documents
+    return Settings(**{name: value for name, value in flags.items() if value is not None})

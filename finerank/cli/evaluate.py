@@ -1,4 +1,9 @@
-"""``finerank eval``: first stage vs. reranked metrics on a BEIR-format dataset."""
+"""``finerank eval``: first stage vs. reranked metrics on a BEIR-format dataset.
+
+Flags override ``FINERANK_*`` settings (``FINERANK_MODEL`` is the reranker when ``--model``
+is not given, as for ``finerank search``; ``--no-rerank`` measures the first stage alone); the
+reranker and embedder come from :class:`~finerank.runtime.Runtime`.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from finerank.cli.common import friendly_errors
+from finerank.cli.common import cli_settings, friendly_errors
 from finerank.errors import InvalidInputError
 
 FIRST_STAGES = ("bm25", "dense", "hybrid")
@@ -29,8 +34,12 @@ def eval_command(
     recall_k: Annotated[int, typer.Option(min=1, help="Candidates from the first stage.")] = 100,
     rerank_k: Annotated[int, typer.Option(min=1, help="Top candidates reranked.")] = 100,
     model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Reranker (omit: first stage only).")
+        str | None,
+        typer.Option("--model", "-m", help="Reranker [FINERANK_MODEL; none: first stage only]."),
     ] = None,
+    no_rerank: Annotated[
+        bool, typer.Option("--no-rerank", help="First stage only (ignore FINERANK_MODEL).")
+    ] = False,
     embedding_model: Annotated[
         str | None, typer.Option(help="Embedding model for dense / hybrid.")
     ] = None,
@@ -42,25 +51,34 @@ def eval_command(
         Path | None, typer.Option(help="Directory for eval.json and eval.md.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-    max_length: Annotated[int, typer.Option(min=16, help="Reranker tokens per pair.")] = 8192,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
-    dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16")] = "auto",
+    max_length: Annotated[
+        int | None, typer.Option(min=16, help="Reranker tokens per pair [8192].")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda [auto]")] = None,
+    dtype: Annotated[
+        str | None, typer.Option(help="auto | float32 | bfloat16 | float16 [auto]")
+    ] = None,
 ) -> None:
     """Evaluate the first stage and the reranked ranking (NDCG@10, MRR@10, Recall@10/100, MAP)."""
     from finerank.evaluation import evaluate_dataset, load_beir
     from finerank.evaluation.first_stage import make_first_stage
+    from finerank.runtime import Runtime
 
     if first_stage not in FIRST_STAGES:
         raise InvalidInputError(f"--first-stage must be one of {', '.join(FIRST_STAGES)}")
     data = load_beir(dataset, split=split).head(max_queries)
-    stage = make_first_stage(first_stage, embedding_model=embedding_model, device=device)
-    reranker = None
-    if model:
-        from finerank import Reranker
-
-        reranker = Reranker.from_pretrained(
-            model, device=device, dtype=dtype, max_length=max_length
-        )
+    settings = cli_settings(
+        model=model,
+        embedding_model=embedding_model,
+        device=device,
+        dtype=dtype,
+        max_length=max_length,
+        instruction=instruction,
+    )
+    runtime = Runtime(settings)
+    embedder = runtime.embedder() if runtime.has("embedder") else None
+    stage = make_first_stage(first_stage, embedder=embedder)
+    reranker = runtime.reranker() if runtime.has("reranker") and not no_rerank else None
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
@@ -86,8 +104,11 @@ def eval_command(
             reranker=reranker,
             recall_k=recall_k,
             rerank_k=rerank_k,
-            instruction=instruction,
-            settings={"model": model, "embedding_model": embedding_model},
+            instruction=settings.instruction,
+            settings={
+                "model": settings.model if reranker is not None else None,
+                "embedding_model": settings.embedding_model,
+            },
             progress=show,
         )
     if output is not None:

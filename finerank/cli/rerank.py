@@ -1,4 +1,8 @@
-"""``finerank rerank``: score documents against a query from the command line."""
+"""``finerank rerank``: score documents against a query from the command line.
+
+Flags override ``FINERANK_*`` settings (``FINERANK_MODEL`` names the model when ``--model`` is
+not given); the reranker is built by :class:`~finerank.runtime.Runtime` like everywhere else.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from finerank.cli.common import friendly_errors, read_documents
+from finerank.cli.common import cli_settings, friendly_errors, read_documents
 from finerank.errors import InvalidInputError
 
 
@@ -18,8 +22,11 @@ def register(app: typer.Typer) -> None:
 
 @friendly_errors
 def rerank_command(
-    model: Annotated[str, typer.Option("--model", "-m", help="Model directory or hub id.")],
     query: Annotated[str, typer.Option("--query", "-q", help="The query.")],
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Model directory or hub id [FINERANK_MODEL]."),
+    ] = None,
     doc: Annotated[
         list[str] | None, typer.Option("--doc", "-d", help="A document (repeat).")
     ] = None,
@@ -28,10 +35,12 @@ def rerank_command(
     ] = None,
     instruction: Annotated[str | None, typer.Option(help="Task instruction (Qwen3).")] = None,
     top_n: Annotated[int | None, typer.Option("--top-n", "-n", min=1)] = None,
-    max_length: Annotated[int, typer.Option(min=16)] = 8192,
-    long_document: Annotated[str, typer.Option(help="truncate | chunk")] = "truncate",
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
-    dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16")] = "auto",
+    max_length: Annotated[int | None, typer.Option(min=16, help="Tokens per pair [8192].")] = None,
+    long_document: Annotated[str | None, typer.Option(help="truncate | chunk [truncate]")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda [auto]")] = None,
+    dtype: Annotated[
+        str | None, typer.Option(help="auto | float32 | bfloat16 | float16 [auto]")
+    ] = None,
     family: Annotated[str | None, typer.Option(help="qwen3 | seq-cls (default: detect)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
@@ -41,18 +50,27 @@ def rerank_command(
         documents.extend(read_documents(docs_file))
     if not documents:
         raise InvalidInputError("no documents: pass --doc TEXT (repeatable) or --docs-file FILE")
-    from finerank import Reranker
+    from finerank.runtime import Runtime
 
-    reranker = Reranker.from_pretrained(
-        model, device=device, dtype=dtype, max_length=max_length, family=family
+    settings = cli_settings(
+        model=model,
+        device=device,
+        dtype=dtype,
+        max_length=max_length,
+        family=family,
+        long_document=long_document,
+        instruction=instruction,
     )
+    if not settings.model:
+        raise InvalidInputError("no model: pass --model PATH_OR_ID (or set FINERANK_MODEL)")
+    reranker = Runtime(settings).reranker()
     results = reranker.rerank(
         query,
         documents,
-        instruction=instruction,
+        instruction=settings.instruction,
         top_n=top_n,
         return_documents=True,
-        long_document=long_document,  # type: ignore[arg-type]
+        long_document=settings.long_document,
     )
     if as_json:
         payload = [

@@ -1,21 +1,19 @@
 """``finerank index``, ``finerank search`` and ``finerank collections``: two-stage retrieval.
 
 Commands run in-process against Qdrant (embedded in ``--data-dir`` / the user data dir, or a
-server with ``--qdrant-url``). Flags override ``FINERANK_*`` settings.
+server with ``--qdrant-url``). Flags override ``FINERANK_*`` settings; the store, embedder and
+reranker are built by :class:`~finerank.runtime.Runtime` like everywhere else.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from finerank.cli.common import friendly_errors
+from finerank.cli.common import cli_settings, friendly_errors
 
 collections_app = typer.Typer(help="List, delete or migrate collections.", no_args_is_help=True)
 
@@ -35,35 +33,16 @@ def register(app: typer.Typer) -> None:
     app.add_typer(collections_app, name="collections")
 
 
-def _settings(**values):
-    from finerank.settings import Settings
+def _runtime(**flags):
+    """The runtime of these flags (``None`` = not given: ``FINERANK_*`` or the default); the
+    store is always part of it (the user data directory by default)."""
+    from finerank.retrieval.store import default_data_dir
+    from finerank.runtime import Runtime, store_configured
 
-    return Settings(**{key: value for key, value in values.items() if value is not None})
-
-
-@contextlib.contextmanager
-def _open_store(settings) -> Iterator:
-    """The configured Qdrant, closed afterwards (embedded mode releases its directory lock)."""
-    from finerank.retrieval.store import VectorStore
-
-    store = VectorStore.from_settings(settings)
-    try:
-        yield store
-    finally:
-        store.close()
-
-
-def _load_embedder(source: str, settings):
-    from finerank.retrieval.embedder import Embedder
-
-    # a remote endpoint's key comes from the environment, never from a flag (shell history)
-    return Embedder.from_pretrained(
-        source,
-        device=settings.device,
-        dtype=settings.dtype,
-        max_batch_tokens=settings.max_batch_tokens,
-        api_key=os.environ.get("FINERANK_EMBEDDING_API_KEY"),
-    )
+    settings = cli_settings(**flags)
+    if not store_configured(settings):
+        settings = settings.model_copy(update={"data_dir": default_data_dir()})
+    return Runtime(settings)
 
 
 @friendly_errors
@@ -95,7 +74,7 @@ def index_command(
     from finerank.retrieval.chunkers import get_chunker
     from finerank.retrieval.ingest import ingest
 
-    settings = _settings(
+    runtime = _runtime(
         embedding_model=embedding_model,
         device=device,
         data_dir=data_dir,
@@ -112,13 +91,11 @@ def index_command(
         if value is not None and key not in allowed:
             raise typer.BadParameter(f"--{key.replace('_', '-')} does not apply to {chunker}")
     chunker_obj = get_chunker(chunker, **{k: v for k, v in options.items() if v is not None})
-    embedder = None
-    if settings.embedding_model:
-        embedder = _load_embedder(settings.embedding_model, settings)
-    with _open_store(settings) as store:
+    with runtime:
+        embedder = runtime.embedder() if runtime.has("embedder") else None
         report = ingest(
             paths,
-            store=store,
+            store=runtime.store(),
             collection=collection,
             chunker=chunker_obj,
             embedder=embedder,
@@ -186,7 +163,7 @@ def search_command(
     """Recall candidates (BM25, dense or hybrid), rerank them, print the best."""
     from finerank.retrieval.search import SearchService
 
-    settings = _settings(
+    runtime = _runtime(
         model=model,
         embedding_model=embedding_model,
         device=device,
@@ -195,27 +172,22 @@ def search_command(
         qdrant_api_key=qdrant_api_key,
     )
     filters = _parse_filters(filter_)
-    with _open_store(settings) as store:
+    with runtime:
+        store = runtime.store()
         spec = store.spec(collection)
         mode = mode or ("hybrid" if spec.dimension else "bm25")
         embedder = None
         if mode not in ("bm25", "bm25+prf"):
-            source = settings.embedding_model or spec.embedding_source
+            source = runtime.settings.embedding_model or spec.embedding_source
             if not source:
                 raise typer.BadParameter(f"--mode {mode} needs --embedding-model")
-            embedder = _load_embedder(source, settings)
+            embedder = runtime.use_embedder(source)
         reranker = None
-        if settings.model and not no_rerank:
-            from finerank import Reranker
-
-            reranker = Reranker.from_pretrained(
-                settings.model,
-                device=settings.device,
-                dtype=settings.dtype,
-                max_length=settings.max_length,
-                max_batch_tokens=settings.max_batch_tokens,
-            )
-        service = SearchService.from_settings(settings, store, embedder=embedder, reranker=reranker)
+        if runtime.has("reranker") and not no_rerank:
+            reranker = runtime.reranker()
+        service = SearchService.from_settings(
+            runtime.settings, store, embedder=embedder, reranker=reranker
+        )
         response = service.search(
             collection,
             query,
@@ -279,8 +251,9 @@ def collections_list(
     qdrant_api_key: QdrantKey = None,
 ) -> None:
     """Collections with their size, embedding model and chunker."""
-    settings = _settings(data_dir=data_dir, qdrant_url=qdrant_url, qdrant_api_key=qdrant_api_key)
-    with _open_store(settings) as store:
+    runtime = _runtime(data_dir=data_dir, qdrant_url=qdrant_url, qdrant_api_key=qdrant_api_key)
+    with runtime:
+        store = runtime.store()
         rows = [info.to_dict() for info in store.list_collections()]
         legacy = store.legacy_collections()
     for name in legacy:
@@ -311,9 +284,9 @@ def collections_delete(
     qdrant_api_key: QdrantKey = None,
 ) -> None:
     """Delete a collection and all its chunks."""
-    settings = _settings(data_dir=data_dir, qdrant_url=qdrant_url, qdrant_api_key=qdrant_api_key)
-    with _open_store(settings) as store:
-        store.delete(name)
+    runtime = _runtime(data_dir=data_dir, qdrant_url=qdrant_url, qdrant_api_key=qdrant_api_key)
+    with runtime:
+        runtime.store().delete(name)
     typer.echo(f"deleted {name}")
 
 
@@ -330,8 +303,8 @@ def collections_migrate(
     Edge, copying vectors and payload as they are."""
     from finerank.retrieval.store.migrate import migrate_collection
 
-    settings = _settings(data_dir=data_dir)
-    with _open_store(settings) as store:
+    with _runtime(data_dir=data_dir) as runtime:
+        store = runtime.store()
         todo = names or store.legacy_collections()
         if not todo:
             typer.echo(f"no old-format collections in {store.location}")

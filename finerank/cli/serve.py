@@ -2,7 +2,11 @@
 
 The command only builds a :class:`~finerank.settings.Settings` from its flags (unset flags fall
 back to ``FINERANK_*`` environment variables, then defaults) and hands it to a runner
-(:func:`run_server`); other runners (e.g. Ray) can dispatch on the same settings.
+(:func:`run_server`, or Ray's); the runner's app builds everything through
+:class:`~finerank.runtime.Runtime`. With no ``--model`` (and no ``FINERANK_MODEL``) it serves
+:data:`~finerank.runtime.DEFAULT_RERANKER`, from the local Hugging Face cache or downloaded
+once; where neither works, one message says what to do
+(:func:`~finerank.runtime.default_model_unavailable`).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from finerank.cli.common import friendly_errors
+from finerank.cli.common import cli_settings, friendly_errors
 from finerank.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -29,7 +33,10 @@ def register(app: typer.Typer) -> None:
 @friendly_errors
 def serve_command(
     model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Reranker directory or hub id.")
+        str | None,
+        typer.Option(
+            "--model", "-m", help="Reranker directory or hub id [Qwen/Qwen3-Reranker-0.6B]."
+        ),
     ] = None,
     host: Annotated[str | None, typer.Option(help="Bind address [127.0.0.1].")] = None,
     port: Annotated[int | None, typer.Option(help="Port [8000]; 0 picks a free one.")] = None,
@@ -70,11 +77,16 @@ def serve_command(
         bool | None, typer.Option(help="Require the API key on /health and /metrics.")
     ] = None,
     embedding_model: Annotated[
-        str | None, typer.Option(help="Embedding model: enables the retrieval routes.")
+        str | None,
+        typer.Option(help="Embedding model: /v1/embeddings, dense and hybrid search."),
     ] = None,
     ui: Annotated[bool | None, typer.Option("--ui", help="Mount the web page at /ui.")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Embedded Qdrant data dir.")] = None,
-    qdrant_url: Annotated[str | None, typer.Option(help="External Qdrant URL.")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Embedded Qdrant data dir (mounts the search routes).")
+    ] = None,
+    qdrant_url: Annotated[
+        str | None, typer.Option(help="Qdrant server URL (mounts the search routes).")
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug | info | warning")] = "info",
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
     ray: Annotated[bool, typer.Option("--ray", help="Serve on Ray Serve replicas.")] = False,
@@ -88,7 +100,7 @@ def serve_command(
     ] = None,
 ) -> None:
     """Serve the rerank API over HTTP (binds 127.0.0.1:8000 by default)."""
-    settings = serve_settings(
+    settings, defaulted = serve_settings(
         model=model,
         host=host,
         port=port,
@@ -113,6 +125,10 @@ def serve_command(
         data_dir=data_dir,
         qdrant_url=qdrant_url,
     )
+    if defaulted:
+        from finerank.runtime import fetch_default_reranker
+
+        fetch_default_reranker()  # before the port opens: one clear message if it cannot
     if ray:
         from finerank.distributed.serve import Scaling, run_ray_server
 
@@ -132,20 +148,21 @@ def serve_command(
     raise typer.Exit(run_server(settings, log_level=log_level, access_log=access_log))
 
 
-def serve_settings(**flags: Any) -> Settings:
-    """Settings from the flags that were given; the rest come from ``FINERANK_*`` / defaults."""
-    from finerank.settings import Settings
+def serve_settings(**flags: Any) -> tuple[Settings, bool]:
+    """Settings from the flags that were given (the rest from ``FINERANK_*`` / defaults), and
+    whether the reranker is the default one (no ``--model``, no ``FINERANK_MODEL``)."""
+    from finerank.runtime import DEFAULT_RERANKER
 
-    settings = Settings(**{name: value for name, value in flags.items() if value is not None})
-    if not settings.model:
-        raise InvalidInputError("no model: pass --model PATH_OR_ID (or set FINERANK_MODEL)")
-    return settings
+    settings = cli_settings(**flags)
+    if settings.model:
+        return settings, False
+    return settings.model_copy(update={"model": DEFAULT_RERANKER}), True
 
 
 def run_server(settings: Settings, *, log_level: str = "info", access_log: bool = False) -> int:
     """Run uvicorn until SIGTERM/SIGINT (graceful: in-flight requests are answered).
 
-    Returns the exit code: 0 after a clean shutdown, 2 if the model failed to load.
+    Returns the exit code: 0 after a clean shutdown, 2 if a component failed to load.
     """
     import asyncio
     import signal
@@ -185,7 +202,9 @@ def run_server(settings: Settings, *, log_level: str = "info", access_log: bool 
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if failure:
-        typer.secho(f"error: model failed to load: {failure[0]}", fg=typer.colors.RED, err=True)
+        failed = app.state.runtime.failed
+        message = failed.describe() if failed is not None else f"failed to load: {failure[0]}"
+        typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
         return 2
     return 0
 
@@ -196,21 +215,18 @@ async def _serve_and_announce(server, app, settings: Settings) -> None:
     from finerank.models.hardware import dtype_report
 
     task = asyncio.create_task(server.serve())
-    service = app.state.service
+    runtime = app.state.runtime
     while not task.done():
-        if server.started and service.ready:
+        if server.started and runtime.ready:
             sockets = [s for srv in server.servers for s in srv.sockets]
             port = sockets[0].getsockname()[1] if sockets else settings.port
-            page = f"; page: http://{settings.host}:{port}/ui/" if settings.ui else ""
-            logger.info(
-                "finerank ready: serving %r on http://%s:%d (docs: /docs%s)",
-                service.model_name,
-                settings.host,
-                port,
-                page,
-            )
-            backend = service.reranker.backend
-            logger.info("finerank %s", dtype_report(backend.device, backend.dtype))
+            url = f"http://{settings.host}:{port}"
+            page = f"; page: {url}/ui/" if settings.ui else ""
+            name = runtime.rerank.model_name if runtime.rerank is not None else "no reranker"
+            logger.info("finerank ready: serving %r on %s (docs: /docs%s)", name, url, page)
+            if runtime.rerank is not None and runtime.rerank.reranker is not None:
+                backend = runtime.rerank.reranker.backend
+                logger.info("finerank %s", dtype_report(backend.device, backend.dtype))
             break
         await asyncio.sleep(0.05)
     await task

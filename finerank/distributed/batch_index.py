@@ -39,6 +39,7 @@ from finerank.errors import InvalidInputError
 from finerank.retrieval.chunkers import Chunker
 from finerank.retrieval.ingest import ChunkRecord, IngestReport
 from finerank.retrieval.store import CollectionSpec, VectorStore
+from finerank.runtime import open_store
 from finerank.settings import Settings
 
 # Files are chunked in tasks of about this many bytes (many small files share a task).
@@ -110,19 +111,11 @@ class EmbedWorker:
     """Ray actor: one embedding model; turns chunk records into stored points."""
 
     def __init__(self, settings: Settings):
-        self.settings = settings
-        self.embedder = None
-        if settings.embedding_model:
-            from finerank.retrieval.embedder import Embedder
+        from finerank.runtime import Runtime
 
-            self.embedder = Embedder.from_pretrained(
-                settings.embedding_model,
-                device=settings.device,
-                dtype=settings.dtype,
-                max_batch_tokens=settings.max_batch_tokens,
-                api_key=os.environ.get("FINERANK_EMBEDDING_API_KEY"),
-            )
-        self._store: VectorStore | None = None
+        self.settings = settings
+        self.runtime = Runtime(settings)
+        self.embedder = self.runtime.embedder() if self.runtime.has("embedder") else None
 
     def identity(self) -> tuple[str | None, int | None, str | None]:
         """(name, dimension, source) of the embedder, as the collection spec records them."""
@@ -151,11 +144,7 @@ class EmbedWorker:
             if collection is None:
                 points.extend(batch)
                 continue
-            if self._store is None:
-                self._store = VectorStore.open(
-                    url=self.settings.qdrant_url, api_key=self.settings.qdrant_api_key
-                )
-            written += self._store.upsert(collection, batch)
+            written += self.runtime.store().upsert(collection, batch)
         return points if collection is None else written
 
 
@@ -192,7 +181,7 @@ def batch_index(
         settings = settings.model_copy(update={"device": "cuda"})
     settings = absolute_paths(settings)
     files = iter_files(paths)
-    store = VectorStore.from_settings(settings)  # fails early on a locked local directory
+    store = open_store(settings)  # fails early on a locked local directory
     workers: list[Any] = []
     try:
         ensure_ray(ray_address)

@@ -220,9 +220,9 @@ class PairScorer:
         self.max_tokens_per_doc = max_tokens_per_doc
         # ``reranker``: an already loaded model (in-process use); Ray actors load their own.
         if reranker is None:
-            from finerank.service import load_reranker
+            from finerank.runtime import Runtime
 
-            reranker = load_reranker(settings)
+            reranker = Runtime(settings).reranker()
         self.reranker = reranker
 
     def _score_groups(self, groups: Sequence[tuple[str, str | None, list[str]]]) -> list[float]:

@@ -1,7 +1,8 @@
 """``finerank serve --ray``: the same FastAPI app on Ray Serve replicas behind one endpoint.
 
-Each replica loads the model once (in its constructor, so Serve only routes to it when it can
-answer) and serves :func:`finerank.server.app.create_app` through Serve's FastAPI ingress;
+Each replica builds its components once through :class:`~finerank.runtime.Runtime` (in its
+constructor, so Serve only routes to it when it can answer) and serves
+:func:`finerank.server.app.create_app` on that runtime through Serve's FastAPI ingress;
 inside a replica the finerank engine batches concurrent requests exactly as in one process.
 Ray Serve's HTTP proxy spreads requests over the replicas.
 
@@ -80,25 +81,26 @@ class Scaling:
 
 @serve.ingress()
 class FinerankReplica:
-    """One Serve replica: a loaded model, its batching service and the finerank FastAPI app."""
+    """One Serve replica: its runtime (model, batching services, store) and the FastAPI app."""
 
     def __init__(self, settings: Settings):
-        from finerank.service import RerankService, load_reranker
+        from finerank.runtime import Runtime
 
         self.settings = settings
         # Loading here (not in the app's background lifespan task) makes the replica count
         # as started only once it can score: Serve never routes to a replica still loading.
-        self.service = RerankService(settings, reranker=load_reranker(settings))
+        self.runtime = Runtime(settings)
+        self.runtime.start()
 
     def __serve_build_asgi_app__(self):
         from finerank.server.app import create_app
 
-        return create_app(self.settings, self.service)
+        return create_app(runtime=self.runtime)
 
     def check_health(self) -> None:
-        """Serve calls this periodically; a replica whose service stopped is replaced."""
-        if not self.service.ready:
-            raise RuntimeError("finerank service is not accepting requests")
+        """Serve calls this periodically; a replica whose runtime stopped is replaced."""
+        if not self.runtime.ready:
+            raise RuntimeError(f"finerank replica not ready: {self.runtime.not_ready_message()}")
 
 
 def build_application(

@@ -138,11 +138,10 @@ class ProductFirstStage:
             self._tmp = None
 
 
-def make_first_stage(
-    mode: str, *, embedding_model: str | None = None, device: str = "auto"
-) -> FirstStage:
+def make_first_stage(mode: str, *, embedder=None) -> FirstStage:
     """The first stage ``finerank eval --first-stage MODE`` runs: finerank's retrieval
-    package (:class:`ProductFirstStage`); ``bm25s`` BM25 when that package is not installed."""
+    package (:class:`ProductFirstStage`, with ``embedder`` for dense / hybrid); ``bm25s`` BM25
+    when that package is not installed."""
     try:
         import finerank.retrieval.search  # noqa: F401
     except ImportError:
@@ -152,9 +151,4 @@ def make_first_stage(
                 "pip install 'finerank[retrieval]'"
             ) from None
         return Bm25sFirstStage()
-    embedder = None
-    if embedding_model:
-        from finerank.retrieval.embedder import Embedder
-
-        embedder = Embedder.from_pretrained(embedding_model, device=device)
     return ProductFirstStage(mode, embedder=embedder)

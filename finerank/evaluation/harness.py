@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from finerank.errors import InvalidInputError
 from finerank.evaluation.dataset import BeirDataset
 from finerank.evaluation.first_stage import FirstStage, Ranking
+from finerank.retrieval.head import RerankHead
 
 if TYPE_CHECKING:
     from finerank.retrieval.search import SupportsRerank
@@ -205,15 +206,11 @@ def evaluate_dataset(
         started = time.perf_counter()
         total = len(dataset.queries)
         for done, (query_id, query) in enumerate(dataset.queries.items(), start=1):
-            candidates = base_ids[query_id]
-            head, tail = candidates[:rerank_k], candidates[rerank_k:]
-            order = head
-            if head:
-                results = reranker.rerank(
-                    query, [dataset.corpus[d] for d in head], instruction=instruction
-                )
-                order = [head[result.index] for result in results]
-            reranked_ids[query_id] = order + tail
+            head = RerankHead(base_ids[query_id], rerank_k, dataset.corpus.__getitem__)
+            results = (
+                reranker.rerank(query, head.texts, instruction=instruction) if head.texts else []
+            )
+            reranked_ids[query_id] = head.reorder(results)
             if progress is not None:
                 progress("reranking", done, total)
         seconds["rerank"] = time.perf_counter() - started

@@ -34,6 +34,14 @@ class ResolvedModel:
     family: Family
 
 
+# (hub id, CLI flag) to name in hints, by the kind of model asked for
+_EXAMPLES = {
+    "model": ("Qwen/Qwen3-Reranker-0.6B", "--model"),
+    "reranker": ("Qwen/Qwen3-Reranker-0.6B", "--model"),
+    "embedding model": ("Qwen/Qwen3-Embedding-0.6B", "--embedding-model"),
+}
+
+
 def _looks_like_hub_id(name: str) -> bool:
     parts = name.split("/")
     return (
@@ -55,10 +63,11 @@ def resolve_model_dir(name_or_path: str | os.PathLike[str], *, what: str = "mode
     path = Path(text).expanduser()
     if path.is_dir():
         return path
+    hub_example, flag = _EXAMPLES.get(what, _EXAMPLES["model"])
     if not _looks_like_hub_id(text):
         raise ModelLoadError(
             f"{what} directory not found: {path} (pass a local directory holding config.json, "
-            "weights and tokenizer files, or a hub id such as Qwen/Qwen3-Reranker-0.6B)"
+            f"weights and tokenizer files, or a hub id such as {hub_example})"
         )
     try:
         from huggingface_hub import snapshot_download
@@ -71,7 +80,8 @@ def resolve_model_dir(name_or_path: str | os.PathLike[str], *, what: str = "mode
         raise ModelLoadError(
             f"could not download {what} {text!r} from the hub ({type(exc).__name__}: {exc}). "
             "Without network access, download it elsewhere and pass the local directory "
-            "(e.g. --model /models/Qwen3-Reranker-0.6B)."
+            f"({flag} DIR), or build a random-weight test model with "
+            f"`finerank make-test-model DIR{' --kind qwen3-embedding' if 'embed' in what else ''}`."
         ) from exc
     return Path(local)
 

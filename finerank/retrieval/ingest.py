@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from finerank.errors import InvalidInputError
+from finerank.errors import InvalidInputError, LimitExceededError
 from finerank.jsonl import parse_jsonl
 from finerank.retrieval.bm25 import Bm25Encoder, average_length
 from finerank.retrieval.bm25_pool import TermCounts, count_terms, iter_term_counts, term_counts
@@ -354,33 +354,148 @@ def ingest_documents(
     progress: bool = False,
     files: Sequence[str] | None = None,
     on_batch: Callable[[int], None] | None = None,
+    max_chunks: int | None = None,
 ) -> IngestReport:
     """Index already loaded documents; each document's ``file`` is its replacement unit.
 
     ``files`` lists every file of the run (files that now give no chunk get theirs deleted);
     by default, the files of ``documents``. ``on_batch`` is called with the number of points
-    written after each batch (progress reporting, tests that interrupt a run).
+    written after each batch (progress reporting, tests that interrupt a run). ``max_chunks``
+    refuses (before writing anything) a run that produces more chunks.
+
+    The steps (:func:`chunk_documents`, :func:`plan_ingest`, the batches of
+    :meth:`IngestPlan.batches`, :func:`finish_ingest`) are public so that the async
+    :class:`~finerank.retrieval.service.RetrievalService` runs the same ingest with each step
+    on its own thread.
     """
     started = time.perf_counter()
     if batch_size < 1:
         raise InvalidInputError("batch_size must be at least 1")
-    report = IngestReport(documents=len(documents))
+    chunked = chunk_documents(documents, chunker, files=files, progress=progress)
+    check_chunk_limit(chunked, max_chunks)
+    plan = plan_ingest(store, collection, chunked, chunker, embedder)
+    report = plan.report
+    bar = _progress(
+        None, progress and bool(plan.pending), "embedding", "chunk", total=len(plan.pending)
+    )
+    for batch, counts in plan.batches(batch_size):
+        points = build_points(batch, plan.encoder, embedder, counts)
+        report.added += store.upsert(collection, points)
+        if bar is not None:
+            bar.update(len(batch))
+        if on_batch is not None:
+            on_batch(len(batch))
+    if bar is not None:
+        bar.close()
+    # stale chunks go last: an interrupted run never leaves a file with fewer chunks
+    report.deleted = store.delete_chunks(collection, plan.stale)
+    finish_ingest(store, collection, report)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+@dataclass
+class ChunkedDocuments:
+    """Documents chunked into records, grouped by their file (the unit of replacement)."""
+
+    documents: int
+    by_file: dict[str, list[ChunkRecord]]
+
+    @property
+    def chunks(self) -> int:
+        return sum(len(records) for records in self.by_file.values())
+
+
+def chunk_documents(
+    documents: Sequence[Document],
+    chunker: Chunker,
+    *,
+    files: Sequence[str] | None = None,
+    progress: bool = False,
+) -> ChunkedDocuments:
+    """Chunk documents into records per file (no store access; any thread)."""
     by_file: dict[str, list[ChunkRecord]] = {name: [] for name in files or ()}
     for document in _progress(documents, progress and len(documents) > 1, "chunking", "doc"):
         by_file.setdefault(document.file or document.source, []).extend(
             chunk_records(document, chunker)
         )
+    return ChunkedDocuments(len(documents), by_file)
+
+
+def check_chunk_limit(chunked: ChunkedDocuments, max_chunks: int | None) -> None:
+    """Refuse a run that produced more than ``max_chunks`` chunks (``max_chunks_per_request``)."""
+    if max_chunks is not None and chunked.chunks > max_chunks:
+        raise LimitExceededError(
+            f"these documents make {chunked.chunks} chunks > max_chunks_per_request="
+            f"{max_chunks}; send fewer or shorter documents per request (or a chunker with "
+            "larger chunks)",
+            limit_name="max_chunks_per_request",
+            limit=max_chunks,
+            value=chunked.chunks,
+        )
+
+
+@dataclass
+class IngestPlan:
+    """What a run writes: the collection's spec, the records not stored yet, the stale ids,
+    and the BM25 term counts already computed (a new collection's, for its average length)."""
+
+    spec: CollectionSpec
+    pending: list[ChunkRecord]
+    stale: list[str]
+    report: IngestReport
+    analyzed: list[TermCounts] | None = None
+    workers: int | None = None
+
+    @property
+    def encoder(self) -> Bm25Encoder:
+        return Bm25Encoder(self.spec.avg_doc_length, self.spec.k1, self.spec.b)
+
+    def batches(self, batch_size: int) -> Iterator[tuple[list[ChunkRecord], list[TermCounts]]]:
+        """The pending records in batches of ``batch_size``, each with its term counts (the
+        ones already computed, else analyzed while the batches are written)."""
+        if self.analyzed is not None:
+            counts: Iterator[TermCounts] = iter(self.analyzed)
+        else:
+            texts = [record.indexed_text for record in self.pending]
+            counts = iter_term_counts(texts, workers=self.workers)
+        with contextlib.closing(counts):  # stops the workers if a batch fails
+            for first in range(0, len(self.pending), batch_size):
+                batch = self.pending[first : first + batch_size]
+                yield batch, list(itertools.islice(counts, len(batch)))
+
+
+def plan_ingest(
+    store: VectorStore,
+    collection: str,
+    chunked: ChunkedDocuments,
+    chunker: Chunker,
+    embedder=None,
+    *,
+    workers: int | None = None,
+    analyzed: list[TermCounts] | None = None,
+) -> IngestPlan:
+    """Create (or check) the collection and diff the chunk ids against it, file by file.
+
+    ``workers``: processes analyzing BM25 terms (default: every core for large ingests; a
+    server passes 1, it must not fork). ``analyzed``: the term counts of every record of
+    ``chunked`` (in order) when the caller computed them elsewhere, so this does store work
+    only."""
+    report = IngestReport(documents=chunked.documents)
+    by_file = chunked.by_file
     report.files = len(by_file)
-    report.chunks = sum(len(records) for records in by_file.values())
+    report.chunks = chunked.chunks
     report.empty_files = [name for name, records in by_file.items() if not records]
     records = [r for rs in by_file.values() for r in rs]
-    analyzed: list[TermCounts] | None = None
+    if analyzed is not None and len(analyzed) != len(records):
+        raise ValueError(f"{len(analyzed)} term counts for {len(records)} chunks")
     if store.exists(collection):
         spec = collection_spec(chunker, embedder, avg_doc_length=1.0)  # the stored one wins
     else:
         # BM25's average length is fixed when the collection is created (see
         # bm25.Bm25Encoder); each text is analyzed once, in parallel, for it and the vectors
-        analyzed = term_counts([r.indexed_text for r in records])
+        if analyzed is None:
+            analyzed = term_counts([r.indexed_text for r in records], workers=workers)
         total = sum(count.length for count in analyzed)
         average = max(1.0, total / len(analyzed)) if analyzed else 1.0
         spec = collection_spec(chunker, embedder, avg_doc_length=average)
@@ -388,38 +503,24 @@ def ingest_documents(
     existing = store.ids_by_file(collection)
     pending: list[ChunkRecord] = []
     stale: list[str] = []
-    for name, records in by_file.items():
+    for name, file_records in by_file.items():
         old = existing.get(name, set())
-        new = {record.chunk_id for record in records}
+        new = {record.chunk_id for record in file_records}
         if old == new:
             report.unchanged_files += bool(new)
             continue
-        pending.extend(record for record in records if record.chunk_id not in old)
+        pending.extend(record for record in file_records if record.chunk_id not in old)
         stale.extend(sorted(old - new))
-    encoder = Bm25Encoder(spec.avg_doc_length, spec.k1, spec.b)
-    if analyzed is not None and [r.chunk_id for r in pending] == [r.chunk_id for r in records]:
-        counts: Iterator[TermCounts] = (count for count in analyzed)
-    else:  # analyzed while the batches are written
-        counts = iter_term_counts([record.indexed_text for record in pending])
-    bar = _progress(None, progress and bool(pending), "embedding", "chunk", total=len(pending))
-    with contextlib.closing(counts):  # stops the workers if a batch fails
-        for first in range(0, len(pending), batch_size):
-            batch = pending[first : first + batch_size]
-            batch_counts = list(itertools.islice(counts, len(batch)))
-            points = build_points(batch, encoder, embedder, batch_counts)
-            report.added += store.upsert(collection, points)
-            if bar is not None:
-                bar.update(len(batch))
-            if on_batch is not None:
-                on_batch(len(batch))
-    if bar is not None:
-        bar.close()
-    # stale chunks go last: an interrupted run never leaves a file with fewer chunks
-    report.deleted = store.delete_chunks(collection, stale)
+    if analyzed is not None:  # the counts of the records still to write, in their order
+        position = {id(record): i for i, record in enumerate(records)}
+        analyzed = [analyzed[position[id(record)]] for record in pending]
+    return IngestPlan(spec, pending, stale, report, analyzed, workers)
+
+
+def finish_ingest(store: VectorStore, collection: str, report: IngestReport) -> None:
+    """After a run's writes: build indexes and merge segments (embedded; then flushed)."""
     if report.added or report.deleted:
-        store.optimize(collection)  # indexes and segment merges (embedded); then flushed
-    report.seconds = time.perf_counter() - started
-    return report
+        store.optimize(collection)
 
 
 def _progress(items, enabled: bool, description: str, unit: str, total: int | None = None):

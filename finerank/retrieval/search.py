@@ -1,6 +1,12 @@
 """Two-stage search: first-stage recall (BM25, dense, hybrid, optionally with pseudo-relevance
 feedback) then reranking.
 
+The synchronous form (CLI, Python API, evaluation). Servers use the async
+:class:`~finerank.retrieval.service.RetrievalService`, which runs this service's first stage
+on its store thread (with the query embedding computed by the batching embedding service) and
+reranks the head, like :meth:`SearchService.search`, with
+:class:`~finerank.retrieval.head.RerankHead`.
+
 Example:
     >>> from finerank.retrieval.chunkers import Document, get_chunker
     >>> from finerank.retrieval.ingest import ingest_documents
@@ -28,6 +34,7 @@ from typing import Any, Literal, Protocol
 from finerank.errors import ConflictError, InvalidInputError
 from finerank.retrieval.bm25 import ANALYZER_VERSION, Bm25Encoder, SparseVector
 from finerank.retrieval.expansion import PrfConfig, rocchio
+from finerank.retrieval.head import RerankHead
 from finerank.retrieval.store import (
     CollectionSpec,
     FusionSpec,
@@ -88,6 +95,34 @@ class SearchResponse:
     reranked: int
     timings_ms: dict[str, float] = field(default_factory=dict)
 
+    @classmethod
+    def build(
+        cls,
+        query: str,
+        collection: str,
+        mode: str,
+        hits: list[SearchHit],
+        candidates: int,
+        reranked: int,
+        started: float,
+        recalled: float,
+    ) -> SearchResponse:
+        """A response timed from ``started`` (``time.perf_counter``) to now, the first
+        stage ending at ``recalled``."""
+        finished = time.perf_counter()
+        return cls(
+            query=query,
+            collection=collection,
+            mode=mode,
+            hits=hits,
+            candidates=candidates,
+            reranked=reranked,
+            timings_ms={
+                "first_stage": round((recalled - started) * 1000, 2),
+                "rerank": round((finished - recalled) * 1000, 2),
+            },
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "query": self.query,
@@ -100,7 +135,8 @@ class SearchResponse:
         }
 
 
-def _check_positive(name: str, value: int | None) -> None:
+def check_positive(name: str, value: int | None) -> None:
+    """``value`` must be ``None`` or a positive integer."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
 
@@ -189,9 +225,12 @@ class SearchService:
         filters: Mapping[str, Any] | None = None,
         instruction: str | None = None,
         fusion: FusionSpec | None = None,
+        dense: Sequence[Sequence[float]] | None = None,
     ) -> list[list[StoredHit]]:
         """:meth:`recall` for many queries, embedded in one batch and searched in one store
         batch (evaluation runs); with feedback, one more batch for the first pass.
+        ``dense``: the queries' embeddings when the caller computed them (the async service,
+        through the batching embedding service); by default the service's embedder does.
 
         Example:
             >>> runs = service.recall_batch("cranfield", ["shock", "flutter"])  # doctest: +SKIP
@@ -201,18 +240,20 @@ class SearchService:
         if isinstance(queries, str):
             raise InvalidInputError("queries must be a list of strings, not one string")
         for index, query in enumerate(queries):
-            if not isinstance(query, str) or not query.strip():
-                raise InvalidInputError(f"queries[{index}] must be a non-empty string")
-        if mode not in SEARCH_MODES:
-            raise InvalidInputError(f"unknown mode {mode!r}: use one of {', '.join(SEARCH_MODES)}")
-        _check_positive("recall_k", recall_k)
+            check_query(query, f"queries[{index}]")
+        check_mode(mode)
+        check_positive("recall_k", recall_k)
         base, _, feedback = mode.partition("+")
         spec = self.spec(collection)
         if base != "dense":
             check_analyzer(collection, spec)
-        dense: Sequence[Any] = [None] * len(queries)
-        if base in ("dense", "hybrid") and queries:
-            dense = self._query_vectors(collection, spec, list(queries), instruction)
+        if dense is None:
+            dense = [None] * len(queries)
+            if needs_dense(mode) and queries:
+                check_query_embedder(collection, spec, self.embedder)
+                dense = self.embedder.embed_queries(list(queries), instruction=instruction)
+        elif len(dense) != len(queries):
+            raise InvalidInputError(f"{len(dense)} query vectors for {len(queries)} queries")
         sparse: list[SparseVector | None] = [
             None if base == "dense" else Bm25Encoder.query_vector(query) for query in queries
         ]
@@ -254,27 +295,6 @@ class SearchService:
             expanded.append(rocchio(terms, feedback, terms=self.prf.terms, weight=self.prf.weight))
         return expanded
 
-    def _query_vectors(
-        self, collection: str, spec: CollectionSpec, queries: list[str], instruction: str | None
-    ):
-        if spec.embedding_model is None:
-            raise InvalidInputError(
-                f"collection {collection!r} has no dense vectors (built without an embedding "
-                "model): use mode='bm25', or rebuild it with --embedding-model"
-            )
-        if self.embedder is None:
-            raise InvalidInputError(
-                f"dense search needs the embedding model {spec.embedding_model!r} "
-                "(pass --embedding-model)"
-            )
-        if self.embedder.name != spec.embedding_model or self.embedder.dimension != spec.dimension:
-            raise ConflictError(
-                f"collection {collection!r} was built with embedding model "
-                f"{spec.embedding_model!r} (dimension {spec.dimension}); the query model is "
-                f"{self.embedder.name!r} (dimension {self.embedder.dimension})"
-            )
-        return self.embedder.embed_queries(queries, instruction=instruction)
-
     def search(
         self,
         collection: str,
@@ -302,8 +322,8 @@ class SearchService:
             >>> [(h.first_stage_rank, h.rerank_rank) for h in r.hits]  # doctest: +SKIP
             [(3, 1), (1, 2)]
         """
-        _check_positive("top_n", top_n)
-        _check_positive("rerank_k", rerank_k)
+        check_positive("top_n", top_n)
+        check_positive("rerank_k", rerank_k)
         started = time.perf_counter()
         candidates = self.recall(
             collection,
@@ -314,26 +334,57 @@ class SearchService:
             instruction=instruction,
         )
         recalled = time.perf_counter()
-        hits = [_hit(candidate) for candidate in candidates]
+        hits = [to_hit(candidate) for candidate in candidates]
         reranked = 0
         if rerank and self.reranker is not None and hits:
-            limit = min(rerank_k or len(hits), len(hits))
-            documents = [rerank_text(hit) for hit in hits[:limit]]
-            results = self.reranker.rerank(query, documents, instruction=instruction)
-            hits = apply_rerank(hits, results, limit)
-            reranked = limit
-        finished = time.perf_counter()
-        return SearchResponse(
-            query=query,
-            collection=collection,
-            mode=mode,
-            hits=hits[:top_n],
-            candidates=len(candidates),
-            reranked=reranked,
-            timings_ms={
-                "first_stage": round((recalled - started) * 1000, 2),
-                "rerank": round((finished - recalled) * 1000, 2),
-            },
+            head = RerankHead(hits, rerank_k, rerank_text)
+            results = self.reranker.rerank(query, head.texts, instruction=instruction)
+            hits = head.reorder(results, mark_reranked)
+            reranked = head.limit
+        return SearchResponse.build(
+            query, collection, mode, hits[:top_n], len(candidates), reranked, started, recalled
+        )
+
+
+def check_query(query: object, what: str = "query") -> str:
+    """A query must be a non-empty string."""
+    if not isinstance(query, str) or not query.strip():
+        raise InvalidInputError(f"{what} must be a non-empty string")
+    return query
+
+
+def check_mode(mode: object) -> None:
+    if mode not in SEARCH_MODES:
+        raise InvalidInputError(f"unknown mode {mode!r}: use one of {', '.join(SEARCH_MODES)}")
+
+
+def needs_dense(mode: str) -> bool:
+    """Whether ``mode`` needs a query embedding (``dense``, ``hybrid``, ``hybrid+prf``)."""
+    return mode.partition("+")[0] in ("dense", "hybrid")
+
+
+def check_query_embedder(collection: str, spec: CollectionSpec, embedder) -> None:
+    """Raise unless ``embedder`` can embed queries for ``collection`` (dense / hybrid modes).
+
+    ``embedder`` is anything with ``name`` and ``dimension`` (an
+    :class:`~finerank.retrieval.embedder.Embedder`, or the batching embedding service).
+    """
+    if spec.embedding_model is None:
+        raise InvalidInputError(
+            f"collection {collection!r} has no dense vectors (built without an embedding "
+            "model): use mode='bm25', or rebuild it with --embedding-model"
+        )
+    if embedder is None:
+        raise InvalidInputError(
+            f"dense and hybrid search need an embedding model, and none is loaded: use "
+            f"mode='bm25', or start with --embedding-model (collection {collection!r} was "
+            f"built with {spec.embedding_model!r})"
+        )
+    if embedder.name != spec.embedding_model or embedder.dimension != spec.dimension:
+        raise ConflictError(
+            f"collection {collection!r} was built with embedding model "
+            f"{spec.embedding_model!r} (dimension {spec.dimension}); the query model is "
+            f"{embedder.name!r} (dimension {embedder.dimension})"
         )
 
 
@@ -374,18 +425,13 @@ def rerank_text(hit: SearchHit) -> str:
     return f"{hit.context}\n{hit.text}" if hit.context else hit.text
 
 
-def apply_rerank(hits: list[SearchHit], results: Sequence, limit: int) -> list[SearchHit]:
-    """Order the first ``limit`` hits by reranker ``results`` (best first, ``.index`` into
-    them); the rest keep their first-stage order after them."""
-    ordered = []
-    for rank, result in enumerate(results, start=1):
-        hit = hits[result.index]
-        hit.rerank_rank, hit.rerank_score = rank, float(result.score)
-        ordered.append(hit)
-    return ordered + hits[limit:]
+def mark_reranked(hit: SearchHit, rank: int, score: float) -> None:
+    """Record the reranker's rank and score on a hit (a :meth:`RerankHead.reorder` hook)."""
+    hit.rerank_rank, hit.rerank_score = rank, score
 
 
-def _hit(stored: StoredHit) -> SearchHit:
+def to_hit(stored: StoredHit) -> SearchHit:
+    """A store hit as a search hit (first-stage rank and score set, not reranked yet)."""
     payload = stored.payload
     return SearchHit(
         chunk_id=stored.chunk_id,

@@ -1,7 +1,10 @@
-"""The HTTP rerank service: Cohere, Jina, vLLM and TEI dialects on one batched model.
+"""The HTTP service: Cohere, Jina, vLLM and TEI rerank dialects, OpenAI embeddings, search.
 
-``create_app`` has no side effects: the model loads in the app's lifespan, in the background,
-so ``/health`` answers 503 until it is ready (readiness probes) and 200 after.
+``create_app`` has no side effects: the app serves a :class:`~finerank.runtime.Runtime`, whose
+components (reranker, embedder, store) load in the app's lifespan, in the background, so
+``/health`` answers 503 (naming the component still loading) until every configured component
+is ready (readiness probes) and 200 after. The retrieval routes are mounted whenever a store
+is configured (``--data-dir``, ``--qdrant-url`` or ``--embedding-model``).
 
 Example:
     >>> from finerank.settings import Settings
@@ -22,15 +25,16 @@ import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import PurePath
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 
 from finerank.engine.engine import ScoreResult
+from finerank.runtime import Runtime
 from finerank.server.apidocs import install_api_docs
 from finerank.server.auth import api_key_dependency
 from finerank.server.errors import (
@@ -39,6 +43,7 @@ from finerank.server.errors import (
     install_error_handlers,
 )
 from finerank.server.metrics import ObservedApp, ServerMetrics
+from finerank.server.routing import json_body, json_response, openapi_bodies, parse_body
 from finerank.server.schemas import (
     BilledUnits,
     DocumentOut,
@@ -65,9 +70,7 @@ from finerank.settings import Settings
 
 logger = logging.getLogger("finerank.server")
 
-RETRIEVAL_ROUTES_MODULE = "finerank.server.retrieval_routes"
 T = TypeVar("T")
-M = TypeVar("M", bound=BaseModel)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 422, 429, 503)
@@ -77,52 +80,58 @@ _TEI_LIST = TypeAdapter(list[TeiRank])
 
 def create_app(
     settings: Settings | None = None,
-    service: RerankService | None = None,
+    runtime: Runtime | None = None,
     *,
     on_ready: Callable[[], None] | None = None,
     on_load_error: Callable[[BaseException], None] | None = None,
 ) -> FastAPI:
     """Build the FastAPI app (loads nothing until the app's lifespan starts).
 
-    ``service``: serve an existing :class:`RerankService` (started or not); by default one is
-    made from ``settings``. If the app starts the service, it also stops it (draining) at
-    shutdown. ``on_ready`` / ``on_load_error`` are called once the background load ends.
+    Args:
+        settings: the configuration (default: ``runtime.settings``, else ``Settings()``).
+        runtime: serve an existing :class:`~finerank.runtime.Runtime` (started or not; by
+            default one is made from ``settings``). If the app starts it, it also stops it
+            (draining) at shutdown.
+        on_ready / on_load_error: called once the background load ends.
+
+    Returns:
+        The app; run it with ``finerank serve`` or any ASGI server.
     """
-    settings = settings or (service.settings if service is not None else Settings())
-    service = service or RerankService(settings)
+    runtime = runtime or Runtime(settings)
+    settings = runtime.settings
     metrics = ServerMetrics()
-    service.add_batch_listener(metrics.observe_batch)
-    metrics.queue_depth.set_function(lambda: service.queued_pairs)
-    metrics.ready.set_function(lambda: 1.0 if service.ready else 0.0)
-    metrics.dropped_pairs.set_function(
-        lambda: service.scheduler.dropped_pairs if service.scheduler is not None else 0
-    )
+    if runtime.rerank is not None:
+        service = runtime.rerank
+        service.add_batch_listener(metrics.observe_batch)
+        metrics.queue_depth.set_function(lambda: service.queued_pairs)
+        metrics.dropped_pairs.set_function(
+            lambda: service.scheduler.dropped_pairs if service.scheduler is not None else 0
+        )
+    metrics.ready.set_function(lambda: 1.0 if runtime.ready else 0.0)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        owns_service = not service.ready
+        owns_runtime = not runtime.ready
         loader = None
-        if owns_service and service.reranker is not None:
-            service.start()  # model already in memory: ready before the first request
+        if owns_runtime and runtime.preloaded:
+            runtime.start()  # everything in memory already: ready before the first request
             if on_ready is not None:
                 on_ready()
-        elif owns_service:
-            loader = asyncio.create_task(_load(app))
+        elif owns_runtime:
+            loader = asyncio.create_task(_load())
         try:
             yield
         finally:
             if loader is not None and not loader.done():
-                logger.info("waiting for the model load to finish before shutting down")
+                logger.info("waiting for the load to finish before shutting down")
                 await asyncio.shield(loader)
-            if owns_service:
-                await asyncio.to_thread(service.stop, drain=True)
+            if owns_runtime:
+                await asyncio.to_thread(runtime.stop, drain=True)
 
-    async def _load(app: FastAPI) -> None:
+    async def _load() -> None:
         try:
-            await asyncio.to_thread(service.start)
+            await asyncio.to_thread(runtime.start)
         except Exception as exc:  # noqa: BLE001 - reported through /health and the callback
-            app.state.load_error = exc
-            logger.error("model failed to load: %s", exc)
             if on_load_error is not None:
                 on_load_error(exc)
             return
@@ -131,30 +140,33 @@ def create_app(
 
     app = FastAPI(
         title="finerank",
-        summary="Rerank service: Cohere v2, Jina/vLLM, TEI and vLLM score dialects.",
+        summary="Rerank service: Cohere v2, Jina/vLLM, TEI and vLLM score dialects; OpenAI "
+        "embeddings; two-stage search.",
         version=_version(),
         lifespan=lifespan,
         docs_url=None,  # served from the package (install_api_docs), not from a CDN
         redoc_url=None,
     )
     app.state.settings = settings
-    app.state.service = service
+    app.state.runtime = runtime
     app.state.metrics = metrics
-    app.state.load_error = None
     install_error_handlers(app)
 
     auth = api_key_dependency(settings.api_keys)
     api = APIRouter(dependencies=[Depends(auth)], responses=_ERRORS)
-    _add_rerank_routes(api, service, metrics)
-    _add_score_and_models(api, service)
+    _add_rerank_routes(api, runtime, metrics)
+    _add_score_and_models(api, runtime, metrics)
     app.include_router(api)
     ops = APIRouter(dependencies=[Depends(auth)] if settings.protect_health else [])
-    _add_ops_routes(ops, app, service, metrics)
+    _add_ops_routes(ops, runtime, metrics)
     app.include_router(ops)
 
-    _include_retrieval(app, settings, auth)
+    if runtime.has("store"):
+        from finerank.server.retrieval_routes import build_router
+
+        app.include_router(build_router(runtime), dependencies=[Depends(auth)], responses=_ERRORS)
     if settings.ui:
-        _mount_ui(app, service, settings)
+        _mount_ui(app, runtime)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     install_api_docs(app)
     install_security(app, settings)
@@ -168,8 +180,9 @@ def create_app(
 
 
 # ---- routes ---------------------------------------------------------------------------------
-def _add_rerank_routes(api: APIRouter, service: RerankService, metrics: ServerMetrics) -> None:
+def _add_rerank_routes(api: APIRouter, runtime: Runtime, metrics: ServerMetrics) -> None:
     async def run_rerank(request: Request, body: RerankRequest, documents_default: bool):
+        service = runtime.require_rerank()
         service.check_model(body.model)
         documents = body.document_texts()
         outcome = await _unless_disconnected(
@@ -186,16 +199,16 @@ def _add_rerank_routes(api: APIRouter, service: RerankService, metrics: ServerMe
         )
         include = documents_default if body.return_documents is None else body.return_documents
         results = [_rerank_result(r, documents, include) for r in outcome.results]
-        return outcome, results
+        return service, outcome, results
 
     @api.post(
-        "/v2/rerank", response_model=RerankResponseV2, tags=["rerank"], **_json_body(RerankRequest)
+        "/v2/rerank", response_model=RerankResponseV2, tags=["rerank"], **json_body(RerankRequest)
     )
     async def rerank_v2(request: Request) -> Response:
         """Cohere v2: ``{id, results: [{index, relevance_score}], meta}`` (documents on request)."""
-        body = await _parse(request, RerankRequest)
-        outcome, results = await run_rerank(request, body, documents_default=False)
-        return _json(
+        body = await parse_body(request, RerankRequest)
+        _, outcome, results = await run_rerank(request, body, documents_default=False)
+        return json_response(
             RerankResponseV2(
                 id=_new_id(),
                 results=results,
@@ -207,27 +220,27 @@ def _add_rerank_routes(api: APIRouter, service: RerankService, metrics: ServerMe
         )
 
     @api.post(
-        "/v1/rerank", response_model=RerankResponseV1, tags=["rerank"], **_json_body(RerankRequest)
+        "/v1/rerank", response_model=RerankResponseV1, tags=["rerank"], **json_body(RerankRequest)
     )
     async def rerank_v1(request: Request) -> Response:
         """Jina / vLLM: ``{id, model, usage, results: [{index, relevance_score, document}]}``."""
-        body = await _parse(request, RerankRequest)
-        outcome, results = await run_rerank(request, body, documents_default=True)
-        return _json(_v1_response(service, outcome, results))
+        body = await parse_body(request, RerankRequest)
+        service, outcome, results = await run_rerank(request, body, documents_default=True)
+        return json_response(_v1_response(service, outcome, results))
 
     @api.post(
         "/rerank",
         response_model=RerankResponseV1 | list[TeiRank],
         tags=["rerank"],
-        **_json_body(RerankRequest),
+        **json_body(RerankRequest),
     )
     async def rerank_plain(request: Request) -> Response:
         """Jina / vLLM shape; with ``texts`` (TEI) the bare list ``[{index, score, text?}]``."""
-        body = await _parse(request, RerankRequest)
+        body = await parse_body(request, RerankRequest)
         if body.texts is None:
-            outcome, results = await run_rerank(request, body, documents_default=True)
-            return _json(_v1_response(service, outcome, results))
-        outcome, _ = await run_rerank(request, body, documents_default=False)
+            service, outcome, results = await run_rerank(request, body, documents_default=True)
+            return json_response(_v1_response(service, outcome, results))
+        _, outcome, _ = await run_rerank(request, body, documents_default=False)
         ranks = [
             TeiRank(
                 index=r.index,
@@ -241,20 +254,21 @@ def _add_rerank_routes(api: APIRouter, service: RerankService, metrics: ServerMe
         )
 
 
-def _add_score_and_models(api: APIRouter, service: RerankService) -> None:
+def _add_score_and_models(api: APIRouter, runtime: Runtime, metrics: ServerMetrics) -> None:
     created = int(time.time())
 
-    @api.post("/v1/score", response_model=ScoreResponse, tags=["score"], **_json_body(ScoreRequest))
+    @api.post("/v1/score", response_model=ScoreResponse, tags=["score"], **json_body(ScoreRequest))
     async def score(request: Request) -> Response:
         """vLLM: ``text_1`` (one query, or one per pair) against ``text_2``; scores in order."""
-        body = await _parse(request, ScoreRequest)
+        body = await parse_body(request, ScoreRequest)
+        service = runtime.require_rerank()
         service.check_model(body.model)
         outcome = await _unless_disconnected(
             request,
-            request.app.state.metrics,
+            metrics,
             service.score(body.text_1, body.text_2, instruction=body.instruction),
         )
-        return _json(
+        return json_response(
             ScoreResponse(
                 id=_new_id(),
                 created=int(time.time()),
@@ -268,33 +282,64 @@ def _add_score_and_models(api: APIRouter, service: RerankService) -> None:
 
     @api.get("/v1/models", response_model=ModelList, tags=["models"])
     async def models() -> Response:
-        """The served model (OpenAI-style list)."""
-        reranker = service.reranker
-        card = ModelCard(
-            id=service.model_name,
-            created=created,
-            root=service.settings.model,
-            max_model_len=reranker.max_length if reranker else service.settings.max_length,
-            family=reranker.family if reranker else None,
+        """Every served model (OpenAI-style list), with its ``kind``: reranker or embedding."""
+        return json_response(ModelList(data=model_cards(runtime, created)))
+
+
+def model_cards(runtime: Runtime, created: int) -> list[ModelCard]:
+    """The ``/v1/models`` entries: the reranker, then the embedding model (when configured)."""
+    settings = runtime.settings
+    cards = []
+    if runtime.rerank is not None:
+        reranker = runtime.rerank.reranker
+        cards.append(
+            ModelCard(
+                id=runtime.rerank.model_name,
+                created=created,
+                kind="reranker",
+                root=settings.model,
+                max_model_len=reranker.max_length if reranker else settings.max_length,
+                family=reranker.family if reranker else settings.family,
+            )
         )
-        return _json(ModelList(data=[card]))
+    if runtime.embeddings is not None:
+        embedder = runtime.embeddings.embedder
+        source = settings.embedding_model or (embedder.source if embedder else None)
+        name = embedder.name if embedder else PurePath(str(source)).name
+        cards.append(
+            ModelCard(
+                id=name,
+                created=created,
+                kind="embedding",
+                root=source,
+                max_model_len=getattr(embedder, "max_length", None),
+                dimensions=embedder.dimension if embedder else None,
+            )
+        )
+    return cards
 
 
-def _add_ops_routes(
-    ops: APIRouter, app: FastAPI, service: RerankService, metrics: ServerMetrics
-) -> None:
+def _add_ops_routes(ops: APIRouter, runtime: Runtime, metrics: ServerMetrics) -> None:
     @ops.get(
         "/health", response_model=Health, tags=["ops"], responses={503: {"model": ErrorResponse}}
     )
     async def health() -> Response:
-        """200 once the model is loaded; 503 while loading, after a failed load, or stopping."""
-        if service.ready:
-            return _json(Health(model=service.model_name))
-        error = app.state.load_error
-        if error is not None:
-            return error_response(503, f"model failed to load: {error}", "model_unavailable")
+        """200 once every configured component (reranker, embedder, store) is loaded; 503
+        while one is loading (the message names it), after a failed load, or stopping."""
+        components = {c.name: c.state.value for c in runtime.status()}
+        if runtime.ready:
+            model = runtime.rerank.model_name if runtime.rerank is not None else None
+            return json_response(Health(model=model, components=components))
+        failed = runtime.failed
+        if failed is not None:
+            return error_response(
+                503, runtime.not_ready_message(), "model_unavailable", components=components
+            )
         return error_response(
-            503, "model is loading (or the service is stopping)", "service_unavailable"
+            503,
+            f"not ready: {runtime.not_ready_message()}",
+            "service_unavailable",
+            components=components,
         )
 
     @ops.get("/metrics", tags=["ops"], response_class=Response)
@@ -306,42 +351,21 @@ def _add_ops_routes(
 
 
 # ---- extension points -----------------------------------------------------------------------
-def _include_retrieval(app: FastAPI, settings: Settings, auth: Callable[..., Any]) -> None:
-    """Mount the retrieval routes (search, collections, embeddings) when configured."""
-    if not settings.embedding_model:
-        return
-    try:
-        module = importlib.import_module(RETRIEVAL_ROUTES_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name != RETRIEVAL_ROUTES_MODULE:
-            raise  # a dependency of the module is missing: say so
-        logger.warning("embedding_model is set but %s is not installed", RETRIEVAL_ROUTES_MODULE)
-        return
-    app.include_router(module.build_router(settings), dependencies=[Depends(auth)])
-
-
-def _mount_ui(app: FastAPI, service: RerankService, settings: Settings) -> None:
-    """Let the web page mount itself at /ui (``finerank.ui.app.mount_ui``)."""
+def _mount_ui(app: FastAPI, runtime: Runtime) -> None:
+    """Let the web page mount itself at /ui (``finerank.ui.app.mount_ui``) on ``runtime``."""
     try:
         module = importlib.import_module("finerank.ui.app")
     except ModuleNotFoundError as exc:
-        if exc.name != "finerank.ui.app":
+        if exc.name not in ("finerank.ui.app", "gradio"):
             raise
-        logger.warning("ui is on but finerank.ui.app is not available; /ui is not mounted")
+        logger.warning("ui is on but the web page cannot be loaded (%s); /ui is not mounted", exc)
         return
-    module.mount_ui(app, service, settings)
+    from finerank.ui.backend import UIBackend
+
+    module.mount_ui(app, UIBackend(runtime), runtime.settings)
 
 
 # ---- helpers --------------------------------------------------------------------------------
-async def _parse(request: Request, model: type[M]) -> M:
-    """Validate the JSON body whatever the Content-Type (curl -d sends a form type)."""
-    raw = await request.body()
-    try:
-        return model.model_validate_json(raw or b"null")
-    except ValidationError as exc:
-        raise RequestValidationError(exc.errors(include_url=False)) from None
-
-
 async def _unless_disconnected(request: Request, metrics: ServerMetrics, work: Awaitable[T]) -> T:
     """Await ``work`` but cancel it (dropping its queued pairs) if the client disconnects."""
     task = asyncio.ensure_future(work)
@@ -399,28 +423,8 @@ def _search_units(outcome: RerankOutcome) -> int:
     return max(1, math.ceil(outcome.num_documents / 100))
 
 
-def _json(model: BaseModel) -> Response:
-    return Response(model.model_dump_json(exclude_none=True), media_type="application/json")
-
-
 def _new_id() -> str:
     return str(uuid.uuid4())
-
-
-def _json_body(model: type[BaseModel]) -> dict[str, Any]:
-    """OpenAPI request body for routes that parse their body themselves (see :func:`_parse`)."""
-    return {
-        "openapi_extra": {
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": {"$ref": f"#/components/schemas/{model.__name__}"}
-                    }
-                },
-            }
-        }
-    }
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
@@ -429,11 +433,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     schema = get_openapi(
         title=app.title, version=app.version, summary=app.summary, routes=app.routes
     )
-    components = schema.setdefault("components", {}).setdefault("schemas", {})
-    for model in (RerankRequest, ScoreRequest):
-        body = model.model_json_schema(ref_template="#/components/schemas/{model}")
-        components.update(body.pop("$defs", {}))
-        components[model.__name__] = body
+    openapi_bodies(schema.setdefault("components", {}).setdefault("schemas", {}))
     app.openapi_schema = schema
     return schema
 

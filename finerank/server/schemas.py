@@ -3,6 +3,7 @@
 One request schema accepts what Cohere (v1/v2), Jina, vLLM and TEI clients send for a rerank;
 the route decides the response shape. Unknown fields are ignored (clients send extras such as
 ``rank_fields`` or ``truncate``), wrong types and missing fields are a 422 naming the field.
+The retrieval routes (OpenAI embeddings, search, collections) have theirs in the last section.
 
 Example:
     >>> RerankRequest.model_validate(
@@ -12,7 +13,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -191,9 +192,13 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "finerank"
+    kind: Literal["reranker", "embedding"] = Field(
+        "reranker", description="What the model does: rerank routes or /v1/embeddings."
+    )
     root: str | None = None
     max_model_len: int | None = None
     family: str | None = None
+    dimensions: int | None = Field(None, description="Embedding size (embedding models).")
 
 
 class ModelList(BaseModel):
@@ -203,7 +208,10 @@ class ModelList(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
-    model: str
+    model: str | None = Field(None, description="The served reranker's name.")
+    components: dict[str, str] = Field(
+        default_factory=dict, description="Every configured component and its state."
+    )
 
 
 class ErrorBody(BaseModel):
@@ -220,3 +228,129 @@ class ErrorResponse(BaseModel):
 
     error: ErrorBody
     detail: str = Field(description="The message again (what Jina-style clients read).")
+
+
+# ---- retrieval ------------------------------------------------------------------------------
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EmbeddingRequest(_Lenient):
+    """Body of ``/v1/embeddings`` (OpenAI; ``input_type`` and ``instruction`` are finerank's)."""
+
+    input: str | list[str] = Field(..., description="A text or a list of texts.")
+    model: str | None = None
+    dimensions: int | None = Field(None, ge=1)
+    encoding_format: Literal["float", "base64"] = "float"
+    input_type: Literal["document", "query"] = "document"
+    instruction: str | None = None
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _text_not_tokens(cls, value: object) -> object:
+        # langchain-openai sends token ids unless check_embedding_ctx_length=False
+        if (
+            isinstance(value, list)
+            and value
+            and all(
+                isinstance(v, int) or (isinstance(v, list) and all(isinstance(t, int) for t in v))
+                for v in value
+            )
+        ):
+            raise ValueError(
+                "input holds token ids; send text instead (with langchain-openai: "
+                "OpenAIEmbeddings(check_embedding_ctx_length=False))"
+            )
+        return value
+
+
+class EmbeddingData(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str = Field(..., description="Floats, or base64 little-endian f32.")
+
+
+class EmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingData]
+    model: str
+    usage: Usage
+
+
+class SearchRequest(_Strict):
+    """Body of ``/v1/search``; ``recall_k``, ``rerank_k`` and the query length are bounded by
+    the server's ``max_recall_k``, ``max_rerank_k`` and ``max_query_chars`` (413)."""
+
+    collection: str
+    query: str = Field(..., min_length=1)
+    mode: Literal["bm25", "dense", "hybrid", "bm25+prf", "hybrid+prf"] = "hybrid"
+    recall_k: int = Field(100, ge=1, description="First-stage candidates.")
+    rerank_k: int | None = Field(None, ge=1, description="Candidates reranked (default: all).")
+    top_n: int = Field(10, ge=1, le=10_000)
+    filters: dict[str, str | int | list[str | int]] | None = None
+    instruction: str | None = None
+    rerank: bool = True
+
+
+class SearchHitOut(BaseModel):
+    chunk_id: str
+    text: str
+    context: str
+    source: str
+    start: int
+    end: int
+    metadata: dict[str, Any]
+    first_stage_rank: int
+    first_stage_score: float
+    rerank_rank: int | None = None
+    rerank_score: float | None = None
+
+
+class SearchResponseOut(BaseModel):
+    query: str
+    collection: str
+    mode: str
+    candidates: int
+    reranked: int
+    timings_ms: dict[str, float]
+    hits: list[SearchHitOut]
+
+
+class IngestDocument(_Strict):
+    text: str
+    id: str | None = Field(None, min_length=1, max_length=512)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class DocumentsRequest(_Strict):
+    """Body of ``POST /v1/collections/{name}/documents``."""
+
+    documents: list[IngestDocument | str] = Field(..., min_length=1)
+    chunker: Literal["legal", "markdown", "window"] = "window"
+    chunker_options: dict[str, Any] = Field(default_factory=dict)
+
+
+class IngestResponse(BaseModel):
+    collection: str
+    documents: int
+    chunks: int
+    added: int
+    deleted: int
+    unchanged_documents: int
+    seconds: float
+
+
+class CollectionOut(BaseModel):
+    name: str
+    points: int
+    embedding_model: str | None
+    dimension: int | None
+    chunker: dict[str, Any]
+
+
+class CollectionList(BaseModel):
+    collections: list[CollectionOut]
+
+
+class Deleted(BaseModel):
+    deleted: str

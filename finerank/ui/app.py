@@ -1,8 +1,9 @@
 """The web page (gradio): a Rerank tab and a two-stage Search tab.
 
 Mounted at ``/ui`` by ``finerank serve --ui`` (:func:`mount_ui`, same process, same
-:class:`~finerank.service.RerankService` as the HTTP API) or served alone by ``finerank ui``
-(:func:`create_ui_app`). Every action calls the service in-process, never the HTTP API.
+:class:`~finerank.runtime.Runtime` as the HTTP API) or served alone by ``finerank ui``
+(:func:`create_ui_app`, its own runtime). Every action calls the runtime's services
+in-process (:class:`~finerank.ui.backend.UIBackend`), never the HTTP API.
 
 Example:
     >>> from finerank.settings import Settings
@@ -16,7 +17,7 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,8 +32,6 @@ from finerank.ui.uploads import UploadedFile, UploadGuard, confine_blocks, uploa
 if TYPE_CHECKING:
     import gradio as gr
     from fastapi import FastAPI
-
-    from finerank.service import RerankService
 
 logger = logging.getLogger("finerank.ui")
 
@@ -62,7 +61,7 @@ def parse_documents(text: str) -> list[str]:
 def documents_from_upload(upload: UploadedFile) -> tuple[list[str], str]:
     """The documents of an uploaded ``.txt`` (one per line) or ``.jsonl`` (``text`` field),
     and a note saying where they came from."""
-    from finerank.cli.common import parse_documents_text
+    from finerank.jsonl import parse_documents_text
 
     name = Path(upload.name).name
     if Path(name).suffix.lower() not in UPLOAD_TYPES:
@@ -145,7 +144,8 @@ def build_blocks(
         if not names:
             return gr.update(choices=[], value=None), render.message(
                 "No collection yet: build one with `finerank index --collection NAME FILES...` "
-                "(or POST /v1/collections/NAME/documents), then press Refresh.",
+                f"(into {backend.store_location()}; or POST /v1/collections/NAME/documents), "
+                "then press Refresh.",
                 kind="info",
             )
         value = collection if collection in names else names[0]
@@ -298,30 +298,21 @@ def _theme():
 
 def mount_ui(
     app: FastAPI,
-    service: RerankService | None,
+    backend: UIBackend,
     settings: Settings,
     *,
     path: str = "/ui",
     collection: str | None = None,
-    retrieval: Callable[[], Any] | None = None,
 ) -> UIBackend:
-    """Mount the page on ``app`` at ``path``; it calls ``service`` in-process.
-
-    Search uses the app's retrieval state (``app.state.retrieval``, set by the server's
-    retrieval routes) when there is one, else a store opened from ``settings``.
+    """Mount the page on ``app`` at ``path``; it calls ``backend`` (the runtime's services)
+    in-process.
 
     Example:
-        >>> mount_ui(app, service, settings)  # doctest: +SKIP
+        >>> mount_ui(app, UIBackend(runtime), runtime.settings)  # doctest: +SKIP
     """
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
 
-    if retrieval is None:
-
-        def retrieval() -> Any:
-            return getattr(app.state, "retrieval", None)
-
-    backend = UIBackend(service, settings, retrieval=retrieval)
     guard = UploadGuard(
         max_bytes=settings.ui_max_upload_bytes, max_pending=settings.ui_max_pending_uploads
     )
@@ -377,39 +368,36 @@ def _confine_uploads(
 
 
 def create_ui_app(settings: Settings, *, collection: str | None = None) -> FastAPI:
-    """The page alone (``finerank ui``): loads the model in the background, serves ``/ui``
+    """The page alone (``finerank ui``): its own runtime (the store defaults to the user data
+    directory, where ``finerank index`` writes), loaded in the background; serves ``/ui``
     and redirects ``/`` there."""
     from fastapi import FastAPI
     from fastapi.responses import RedirectResponse
 
+    from finerank.retrieval.store import default_data_dir
+    from finerank.runtime import Runtime, store_configured
     from finerank.server.security import install_security
-    from finerank.service import RerankService
 
-    service = RerankService(settings) if settings.model else None
-    holder: dict[str, UIBackend] = {}
+    if not store_configured(settings):
+        settings = settings.model_copy(update={"data_dir": default_data_dir()})
+    runtime = Runtime(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         import asyncio
 
-        loader = None
-        if service is not None:
+        async def load() -> None:
+            try:
+                await asyncio.to_thread(runtime.start)
+            except Exception as exc:  # noqa: BLE001 - the page shows what failed
+                logger.error("failed to load: %s", exc)
 
-            async def load() -> None:
-                try:
-                    await asyncio.to_thread(service.start)
-                except Exception as exc:  # noqa: BLE001 - the page shows "not loaded"
-                    logger.error("model failed to load: %s", exc)
-
-            loader = asyncio.create_task(load())
+        loader = asyncio.create_task(load())
         try:
             yield
         finally:
-            if loader is not None:
-                await asyncio.shield(loader)
-                await asyncio.to_thread(service.stop, drain=True)
-            if "backend" in holder:
-                holder["backend"].close()
+            await asyncio.shield(loader)
+            await asyncio.to_thread(runtime.stop, drain=True)
 
     # No API docs: the page's app has no API of its own.
     app = FastAPI(
@@ -420,8 +408,6 @@ def create_ui_app(settings: Settings, *, collection: str | None = None) -> FastA
     async def root() -> RedirectResponse:
         return RedirectResponse("/ui/")
 
-    holder["backend"] = mount_ui(
-        app, service, settings, collection=collection, retrieval=lambda: None
-    )
+    mount_ui(app, UIBackend(runtime), settings, collection=collection)
     install_security(app, settings)
     return app

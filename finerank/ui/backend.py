@@ -1,26 +1,25 @@
-"""What the web page calls: the in-process rerank service and the retrieval store.
+"""What the web page calls: the runtime's rerank and retrieval services, in-process.
 
-The page never calls finerank's HTTP API. Reranking goes through the same
-:class:`~finerank.service.RerankService` the server uses (so page requests share batches with
-API requests); search goes through the host app's retrieval state when the server has one
-(``finerank serve --embedding-model``), else through a store opened here from the settings.
+The page never calls finerank's HTTP API. It takes the same :class:`~finerank.runtime.Runtime`
+as the HTTP app (``finerank serve --ui``) or its own (``finerank ui``): reranking goes through
+the runtime's :class:`~finerank.service.RerankService` (page requests share batches with API
+requests) and search through its :class:`~finerank.retrieval.service.RetrievalService`.
 
 Example:
-    >>> backend = UIBackend(None, Settings())
+    >>> from finerank.runtime import Runtime
+    >>> backend = UIBackend(Runtime(Settings()))
     >>> backend.model_status()
     'No model loaded: start with --model PATH (or set FINERANK_MODEL).'
 """
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 from finerank.errors import InvalidInputError, NotFoundError, ServiceUnavailableError
+from finerank.runtime import ComponentState, Runtime
 from finerank.settings import Settings
 
 if TYPE_CHECKING:
@@ -28,48 +27,7 @@ if TYPE_CHECKING:
     from finerank.retrieval.search import SearchHit
     from finerank.service import RerankService
 
-T = TypeVar("T")
-
-
-class _OwnRetrieval:
-    """The store and search service of a page whose host app has no retrieval state.
-
-    Opened on first use (embedded Qdrant locks its directory, so a page that never searches
-    never takes the lock). Runs everything on one thread, like the server's retrieval state.
-    """
-
-    def __init__(self, settings: Settings):
-        self.settings = settings
-        self.search = None
-        self.store = None
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="finerank-ui-retrieval")
-        self._lock = threading.Lock()
-
-    def _load(self) -> None:
-        with self._lock:
-            if self.search is not None:
-                return
-            from finerank.retrieval.search import SearchService
-            from finerank.retrieval.store import VectorStore
-
-            embedder = None
-            s = self.settings
-            if s.embedding_model:
-                from finerank.retrieval.embedder import Embedder
-
-                embedder = Embedder.from_pretrained(s.embedding_model, device=s.device)
-            self.store = VectorStore.from_settings(s)
-            self.search = SearchService.from_settings(s, self.store, embedder=embedder)
-
-    async def run(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._load)
-        return await loop.run_in_executor(self._executor, lambda: func(*args, **kwargs))
-
-    def close(self) -> None:
-        if self.store is not None:
-            self.store.close()
-        self._executor.shutdown(wait=False)
+NO_MODEL = "No model loaded: start with --model PATH (or set FINERANK_MODEL)."
 
 
 @dataclass
@@ -85,45 +43,44 @@ class SearchOutcome:
 class UIBackend:
     """The page's one door to finerank: reranking, collections and two-stage search.
 
-    ``service`` is the host's started (or starting) :class:`RerankService`, or ``None`` when
-    no model was given. ``retrieval`` returns the host app's retrieval state (an object with
-    ``search``, ``store`` and ``async run(func)``) or ``None``.
+    Args:
+        runtime: the (started or starting) runtime whose services the page uses.
     """
 
-    def __init__(
-        self,
-        service: RerankService | None,
-        settings: Settings,
-        *,
-        retrieval: Callable[[], Any] | None = None,
-    ):
-        self.service = service
-        self.settings = settings
-        self._host_retrieval = retrieval
-        self._own: _OwnRetrieval | None = None
+    def __init__(self, runtime: Runtime):
+        self.runtime = runtime
+
+    @property
+    def settings(self) -> Settings:
+        return self.runtime.settings
 
     # ---- model ---------------------------------------------------------------------------
     def model_status(self) -> str:
         """One line about the reranker, for the page header."""
-        if self.service is None:
-            return "No model loaded: start with --model PATH (or set FINERANK_MODEL)."
-        if not self.service.ready:
-            return f"Model {self.settings.public_model_name} is loading…"
-        reranker = self.service.reranker
+        service = self.runtime.rerank
+        name = self.settings.public_model_name
+        if service is None:
+            return NO_MODEL
+        if not service.ready:
+            status = next(c for c in self.runtime.status() if c.name == "reranker")
+            if status.state is ComponentState.FAILED:
+                return f"Model {name} failed to load: {status.error}"
+            return f"Model {name} is loading…"
+        reranker = service.reranker
         assert reranker is not None
         return (
-            f"Model {self.settings.public_model_name} ({reranker.family}) on "
-            f"{reranker.backend.device}, max {reranker.max_length} tokens per pair"
+            f"Model {name} ({reranker.family}) on {reranker.backend.device}, "
+            f"max {reranker.max_length} tokens per pair"
         )
 
     def _require_service(self) -> RerankService:
-        if self.service is None:
+        if self.runtime.rerank is None:
             raise ServiceUnavailableError(
                 "no model loaded: restart with --model PATH (or set FINERANK_MODEL)"
             )
-        if not self.service.ready:
+        if not self.runtime.rerank.ready:
             raise ServiceUnavailableError("the model is still loading; try again in a moment")
-        return self.service
+        return self.runtime.rerank
 
     async def rerank(
         self,
@@ -151,22 +108,9 @@ class UIBackend:
         return outcome.results
 
     # ---- retrieval -----------------------------------------------------------------------
-    def _retrieval(self):
-        host = self._host_retrieval() if self._host_retrieval is not None else None
-        if host is not None:
-            return host
-        if self._own is None:
-            self._own = _OwnRetrieval(self.settings)
-        return self._own
-
     async def collections(self) -> list[str]:
-        """Names of the collections in the store ([] when retrieval is not installed)."""
-        try:
-            import finerank.retrieval.store  # noqa: F401
-        except ImportError:
-            return []
-        state = self._retrieval()
-        infos = await state.run(lambda: state.store.list_collections())
+        """Names of the collections in the store."""
+        infos = await self.runtime.require_retrieval().collections()
         return [info.name for info in infos]
 
     async def search(
@@ -180,38 +124,33 @@ class UIBackend:
         top_n: int,
     ) -> SearchOutcome:
         """First stage (``recall_k`` candidates), then all of them reranked by the service."""
-        from finerank.retrieval.search import apply_rerank, rerank_text
-
         if not collection:
             raise NotFoundError(
-                "no collection: build one with `finerank index --collection NAME FILES...`"
+                "no collection: build one with `finerank index --collection NAME FILES...` "
+                f"(into {self.store_location()})"
             )
         if not query.strip():
             raise InvalidInputError("the query is empty: type a question")
-        service = self._require_service()
-        state = self._retrieval()
-        response = await state.run(
-            lambda: state.search.search(
-                collection,
-                query,
-                mode=mode,
-                recall_k=recall_k,
-                top_n=recall_k,
-                instruction=instruction or None,
-                rerank=False,
-            )
+        self._require_service()
+        response = await self.runtime.require_retrieval().search(
+            collection,
+            query,
+            mode=mode,  # type: ignore[arg-type]
+            recall_k=recall_k,
+            top_n=recall_k,
+            instruction=instruction or None,
         )
-        first_stage = list(response.hits)
-        reranked = list(first_stage)
-        if first_stage:
-            texts = [rerank_text(hit) for hit in first_stage]
-            outcome = await service.rerank(query, texts, instruction=instruction or None)
-            reranked = apply_rerank(list(first_stage), outcome.results, len(first_stage))
+        reranked = response.hits
+        first_stage = sorted(reranked, key=lambda hit: hit.first_stage_rank)
         return SearchOutcome(
-            first_stage[:top_n], reranked[:top_n], len(first_stage), len(first_stage)
+            first_stage[:top_n], reranked[:top_n], response.candidates, response.reranked
         )
 
-    def close(self) -> None:
-        if self._own is not None:
-            self._own.close()
-            self._own = None
+    def store_location(self) -> str:
+        """Where the page's collections live, as ``finerank index`` flags would name it."""
+        s = self.settings
+        if s.qdrant_url:
+            return f"--qdrant-url {s.qdrant_url}"
+        if s.data_dir:
+            return f"--data-dir {s.data_dir}"
+        return "the default data directory"

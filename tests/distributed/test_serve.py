@@ -81,10 +81,10 @@ async def call_all(client: httpx.AsyncClient) -> list[tuple[int, object]]:
 
 
 async def in_process_answers(settings: Settings, reranker) -> list[tuple[int, object]]:
+    from finerank.runtime import Runtime
     from finerank.server.app import create_app
-    from finerank.service import RerankService
 
-    app = create_app(settings, RerankService(settings, reranker=reranker))
+    app = create_app(runtime=Runtime(settings, reranker=reranker))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:

@@ -9,8 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from finerank.errors import ServiceUnavailableError
+from finerank.runtime import Runtime
 from finerank.server.app import create_app
-from finerank.service import RerankService
 from finerank.settings import Settings
 
 CSL, DSL = {"law": "网络安全法"}, {"law": "数据安全法"}
@@ -42,9 +42,21 @@ def client(tmp_path_factory, qwen3_reranker_dir, qwen3_embedding_dir, qwen3_rera
         data_dir=tmp_path_factory.mktemp("qdrant-server"),
         max_documents_per_request=10,
     )
-    app = create_app(settings, RerankService(settings, reranker=qwen3_reranker))
+    app = create_app(runtime=Runtime(settings, reranker=qwen3_reranker))
     with TestClient(app, base_url="http://localhost") as test_client:
+        wait_until_healthy(test_client)
         yield test_client
+
+
+def wait_until_healthy(client, timeout_s: float = 120) -> None:
+    """Poll ``/health`` until 200 (the embedder and the store load in the background)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while (response := client.get("/health")).status_code != 200:
+        assert response.status_code == 503, response.text
+        assert time.monotonic() < deadline, response.text
+        time.sleep(0.02)
 
 
 def test_embeddings_openai_format(client, qwen3_embedder):

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from finerank.reranker import Reranker
-from finerank.service import RerankService
+from finerank.runtime import Runtime
 from finerank.settings import Settings
 
 
@@ -89,13 +89,13 @@ async def asgi_client(
 
 @pytest.fixture
 def make_app(qwen3_reranker, qwen3_reranker_dir):
-    """``make_app(reranker=None, **settings)`` -> app serving the already loaded tiny model."""
+    """``make_app(reranker=None, **settings)`` -> app serving the already loaded tiny model
+    (its runtime is at ``app.state.runtime``)."""
     from finerank.server.app import create_app
 
     def build(reranker: Reranker | None = None, **overrides):
         settings = tiny_settings(qwen3_reranker_dir, **overrides)
-        service = RerankService(settings, reranker=reranker or qwen3_reranker)
-        return create_app(settings, service)
+        return create_app(runtime=Runtime(settings, reranker=reranker or qwen3_reranker))
 
     return build
 

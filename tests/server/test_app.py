@@ -8,10 +8,8 @@ import types
 
 import httpx
 import pytest
-from fastapi import APIRouter
 
 from finerank.server.app import create_app
-from finerank.service import RerankService
 from tests.server.conftest import asgi_client, parse_metrics, tiny_settings
 
 QUERY = "Which city is the capital of France?"
@@ -133,8 +131,10 @@ async def test_score_endpoint_is_vllm_shaped(client, qwen3_reranker):
 
 async def test_models_health_docs(client):
     models = (await client.get("/v1/models")).json()
-    assert [m["id"] for m in models["data"]] == ["tiny"] and models["data"][0]["family"] == "qwen3"
-    assert (await client.get("/health")).json() == {"status": "ok", "model": "tiny"}
+    assert [(m["id"], m["kind"]) for m in models["data"]] == [("tiny", "reranker")]
+    assert models["data"][0]["family"] == "qwen3"
+    health = (await client.get("/health")).json()
+    assert health == {"status": "ok", "model": "tiny", "components": {"reranker": "ready"}}
     assert (await client.get("/docs")).status_code == 200
     spec = (await client.get("/openapi.json")).json()
     assert {"/v1/rerank", "/v2/rerank", "/rerank", "/v1/score"} <= set(spec["paths"])
@@ -231,7 +231,7 @@ async def test_queue_full_is_429_with_retry_after(make_app, gated):
         while not engine.entered.is_set():
             await asyncio.sleep(0.01)
         queued = asyncio.create_task(c.post("/v1/rerank", json=body))
-        service = app.state.service
+        service = app.state.runtime.rerank
         while service.queued_pairs < 3:
             await asyncio.sleep(0.01)
         refused = await c.post("/v1/rerank", json=body)
@@ -246,7 +246,8 @@ async def test_health_is_503_until_the_model_is_loaded(qwen3_reranker_dir):
     app = create_app(settings)  # loads in the lifespan, in the background
     async with asgi_client(app) as c:
         first = await c.get("/health")
-        _check_error(first, 503, "loading")
+        error = _check_error(first, 503, "reranker")
+        assert error["components"]["reranker"] in ("pending", "loading")
         _check_error(await c.post("/v1/rerank", json={"query": "q", "documents": ["a"]}), 503)
         for _ in range(600):
             if (await c.get("/health")).status_code == 200:
@@ -254,7 +255,7 @@ async def test_health_is_503_until_the_model_is_loaded(qwen3_reranker_dir):
             await asyncio.sleep(0.1)
         assert (await c.get("/health")).status_code == 200
         assert (await c.post("/v1/rerank", json={"query": "q", "documents": ["a"]})).is_success
-    assert not app.state.service.ready  # the app started the service, so it stopped it
+    assert not app.state.runtime.ready  # the app started the runtime, so it stopped it
 
 
 async def test_failed_load_is_reported_by_health(tmp_path):
@@ -265,7 +266,8 @@ async def test_failed_load_is_reported_by_health(tmp_path):
             if errors:
                 break
             await asyncio.sleep(0.05)
-        _check_error(await c.get("/health"), 503, "failed to load", "not found")
+        error = _check_error(await c.get("/health"), 503, "reranker failed to load", "not found")
+        assert error["components"] == {"reranker": "failed"}
 
 
 # ---- auth -----------------------------------------------------------------------------------
@@ -329,64 +331,17 @@ def _pairs(results):
 
 
 # ---- extension hooks ------------------------------------------------------------------------
-async def test_retrieval_routes_are_mounted_behind_auth(make_app, monkeypatch):
-    module = types.ModuleType("finerank.server.retrieval_routes")
-    seen = []
+def test_ui_hook_receives_a_backend_on_the_apps_runtime(make_app, monkeypatch):
+    from finerank.ui.backend import UIBackend
 
-    def build_router(settings):
-        seen.append(settings.embedding_model)
-        router = APIRouter()
-        router.get("/v1/collections")(lambda: {"collections": []})
-        return router
-
-    module.build_router = build_router
-    monkeypatch.setitem(sys.modules, "finerank.server.retrieval_routes", module)
-    app = make_app(embedding_model="emb", api_keys=["k"])
-    async with asgi_client(app) as c:
-        assert seen == ["emb"]
-        assert (await c.get("/v1/collections")).status_code == 401
-        ok = await c.get("/v1/collections", headers={"Authorization": "Bearer k"})
-        assert ok.json() == {"collections": []}
-
-
-def test_missing_retrieval_module_is_skipped(make_app, monkeypatch):
-    # None in sys.modules makes the import fail with ModuleNotFoundError for that module.
-    monkeypatch.setitem(sys.modules, "finerank.server.retrieval_routes", None)
-    app = make_app(embedding_model="emb")
-    assert "/v1/rerank" in app.openapi()["paths"]
-
-
-def test_retrieval_module_with_a_missing_dependency_fails_loudly(make_app, monkeypatch):
-    import importlib.abc
-    import importlib.util
-
-    class BrokenLoader(importlib.abc.Loader):
-        def create_module(self, spec):
-            return None
-
-        def exec_module(self, module):
-            raise ModuleNotFoundError("No module named 'qdrant_client'", name="qdrant_client")
-
-    class Finder(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "finerank.server.retrieval_routes":
-                return importlib.util.spec_from_loader(name, BrokenLoader())
-            return None
-
-    monkeypatch.delitem(sys.modules, "finerank.server.retrieval_routes", raising=False)
-    monkeypatch.setattr(sys, "meta_path", [Finder(), *sys.meta_path])
-    with pytest.raises(ModuleNotFoundError, match="qdrant_client"):
-        make_app(embedding_model="emb")
-
-
-def test_ui_hook_receives_app_service_and_settings(make_app, monkeypatch):
     module = types.ModuleType("finerank.ui.app")
     calls = []
-    module.mount_ui = lambda app, service, settings: calls.append((app, service, settings))
+    module.mount_ui = lambda app, backend, settings: calls.append((app, backend, settings))
     monkeypatch.setitem(sys.modules, "finerank.ui.app", module)
     app = make_app(ui=True)
-    assert calls == [(app, app.state.service, app.state.settings)]
-    assert isinstance(calls[0][1], RerankService) and calls[0][2].ui
+    [(mounted_on, backend, settings)] = calls
+    assert mounted_on is app and settings.ui
+    assert isinstance(backend, UIBackend) and backend.runtime is app.state.runtime
 
 
 # ---- edge cases and other model families ----------------------------------------------------

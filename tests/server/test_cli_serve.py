@@ -127,7 +127,11 @@ def _scores(reranker, query, docs):
 def test_ready_line_and_loopback(server):
     assert server.name == "tiny" and server.url.startswith("http://127.0.0.1:")
     assert sum("finerank ready" in line for line in server.lines) == 1
-    assert httpx.get(server.url + "/health").json() == {"status": "ok", "model": "tiny"}
+    assert httpx.get(server.url + "/health").json() == {
+        "status": "ok",
+        "model": "tiny",
+        "components": {"reranker": "ready"},
+    }
     # the line after it says which dtype runs and which one is fastest on this CPU
     deadline = time.monotonic() + 10
     while not any("finerank dtype float32 on CPU" in line for line in server.lines):
@@ -214,17 +218,38 @@ def test_a_disconnecting_client_frees_its_queued_work(server):
     assert httpx.get(server.url + "/health").status_code == 200
 
 
-def test_flags_win_over_environment_and_a_model_is_required(monkeypatch):
+def test_flags_win_over_environment_and_the_default_model(monkeypatch):
     from finerank.cli.serve import serve_settings
+    from finerank.runtime import DEFAULT_RERANKER
 
     monkeypatch.setenv("FINERANK_MODEL", "/env/model")
     monkeypatch.setenv("FINERANK_PORT", "9000")
-    settings = serve_settings(model=None, port=8001, api_keys=["a", "b"], host=None)
+    settings, defaulted = serve_settings(model=None, port=8001, api_keys=["a", "b"], host=None)
     assert (settings.model, settings.port, settings.api_keys) == ("/env/model", 8001, ["a", "b"])
-    assert settings.host == "127.0.0.1"
+    assert settings.host == "127.0.0.1" and not defaulted
     monkeypatch.delenv("FINERANK_MODEL")
-    with pytest.raises(ValueError, match="--model"):
-        serve_settings(model=None)
+    settings, defaulted = serve_settings(model=None)
+    assert (settings.model, defaulted) == (DEFAULT_RERANKER, True)
+
+
+def test_no_model_and_no_hub_is_one_message_naming_make_test_model(tmp_path):
+    """Offline, with an empty Hugging Face cache, `finerank serve` says what to do in one line
+    and exits 2 before opening a port."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    env.pop("FINERANK_MODEL", None)
+    done = subprocess.run(
+        [sys.executable, "-c", "from finerank.cli import main; main()", "serve", "--port", "0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, done.stderr
+    assert "Qwen/Qwen3-Reranker-0.6B" in errors[0]
+    assert "finerank make-test-model DIR" in errors[0] and "--model DIR" in errors[0]
+    assert "Uvicorn running" not in done.stderr and "Traceback" not in done.stderr
 
 
 def test_failed_model_load_exits_2_with_the_reason(tmp_path, capsys):
@@ -235,7 +260,7 @@ def test_failed_model_load_exits_2_with_the_reason(tmp_path, capsys):
     assert run_server(Settings(model=str(tmp_path / "nope"), port=0)) == 2
     assert signal.getsignal(signal.SIGTERM) is before  # handlers restored
     err = capsys.readouterr().err
-    assert "model failed to load" in err and "not found" in err
+    assert "reranker failed to load" in err and "not found" in err
 
 
 def test_sigterm_answers_in_flight_requests_then_exits(server, qwen3_reranker):

@@ -94,20 +94,19 @@ def serving(app, port: int):
 @contextlib.contextmanager
 def _serve_with_page(reranker, model_dir, **overrides):
     """``finerank serve --ui`` (``create_app``) on the loaded ``reranker``: (base, settings)."""
+    from finerank.runtime import Runtime
     from finerank.server.app import create_app
-    from finerank.service import RerankService
     from finerank.settings import Settings
 
     settings = Settings(model=str(model_dir), ui=True, port=_free_port(), **overrides)
-    service = RerankService(settings, reranker=reranker)
-    service.start()
-    app = create_app(settings, service)
+    runtime = Runtime(settings, reranker=reranker)
+    runtime.start()
+    app = create_app(runtime=runtime)
     try:
         with serving(app, settings.port) as base:
             yield base, settings
     finally:
-        service.stop()
-        app.state.ui_backend.close()
+        runtime.stop()
 
 
 @pytest.fixture(scope="session")
@@ -133,9 +132,13 @@ def ui_keyed_server(qwen3_reranker, qwen3_reranker_dir, tmp_path_factory):
 
 
 def _page_alone(qwen3_reranker_dir, **overrides):
+    import tempfile
+
     from finerank.settings import Settings
     from finerank.ui.app import create_ui_app
 
+    # the page's own store, not the user's data directory
+    overrides.setdefault("data_dir", Path(tempfile.mkdtemp(prefix="finerank-ui-")) / "qdrant")
     settings = Settings(
         model=str(qwen3_reranker_dir), port=_free_port(), ui_max_pending_uploads=4, **overrides
     )

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from finerank.errors import NotFoundError, ServiceUnavailableError
+from finerank.runtime import Runtime
 from finerank.settings import Settings
 from finerank.ui import render
 from finerank.ui.app import example, example_documents, parse_documents
@@ -20,24 +21,25 @@ LONG_DOCUMENT = (
 
 
 @pytest.fixture(scope="module")
-def short_service(qwen3_reranker_dir):
-    """A started service whose model reads at most 128 tokens per pair (chunk mode bites)."""
-    from finerank import Reranker
-    from finerank.service import RerankService
-
-    reranker = Reranker.from_pretrained(
-        qwen3_reranker_dir, device="cpu", dtype="float32", max_length=128
+def short_runtime(qwen3_reranker_dir, tmp_path_factory):
+    """A started runtime whose model reads at most 128 tokens per pair (chunk mode bites),
+    with an empty store."""
+    settings = Settings(
+        model=str(qwen3_reranker_dir),
+        max_length=128,
+        device="cpu",
+        dtype="float32",
+        data_dir=tmp_path_factory.mktemp("ui-backend") / "qdrant",
     )
-    service = RerankService(
-        Settings(model=str(qwen3_reranker_dir), max_length=128), reranker=reranker
-    )
-    service.start()
-    yield service
-    service.stop()
+    runtime = Runtime(settings)
+    runtime.start()
+    yield runtime
+    runtime.stop()
 
 
-async def test_chunk_mode_highlights_the_winning_window(short_service):
-    backend = UIBackend(short_service, short_service.settings)
+async def test_chunk_mode_highlights_the_winning_window(short_runtime):
+    backend = UIBackend(short_runtime)
+    short_service = short_runtime.rerank
     documents = [LONG_DOCUMENT, "罚款多少？短文档。"]
     query = "违法入侵的罚款"
     results = await backend.rerank(
@@ -53,29 +55,34 @@ async def test_chunk_mode_highlights_the_winning_window(short_service):
 
 
 async def test_no_model_and_loading_model_say_so(qwen3_reranker, qwen3_reranker_dir):
-    from finerank.service import RerankService
-
-    backend = UIBackend(None, Settings())
+    backend = UIBackend(Runtime(Settings()))
     assert backend.model_status().startswith("No model loaded")
     with pytest.raises(ServiceUnavailableError, match="no model loaded"):
         await backend.rerank("q", ["d"], instruction=None, top_n=None, long_document="truncate")
-    not_started = RerankService(Settings(model=str(qwen3_reranker_dir)), reranker=qwen3_reranker)
-    backend = UIBackend(not_started, not_started.settings)
+    not_started = Runtime(Settings(model=str(qwen3_reranker_dir)), reranker=qwen3_reranker)
+    backend = UIBackend(not_started)
     assert "loading" in backend.model_status()
     with pytest.raises(ServiceUnavailableError, match="still loading"):
         await backend.rerank("q", ["d"], instruction=None, top_n=None, long_document="truncate")
 
 
-async def test_empty_store_and_unknown_collection(tmp_path, short_service):
-    backend = UIBackend(short_service, Settings(data_dir=tmp_path / "qdrant"))
+async def test_empty_store_and_unknown_collection(short_runtime):
+    backend = UIBackend(short_runtime)
+    assert await backend.collections() == []
+    with pytest.raises(NotFoundError, match="no collection: build one.*--data-dir"):
+        await backend.search("", "q", instruction=None, mode="bm25", recall_k=5, top_n=5)
+    with pytest.raises(NotFoundError):
+        await backend.search("missing", "q", instruction=None, mode="bm25", recall_k=5, top_n=5)
+
+
+async def test_no_store_configured_says_how_to_configure_one(qwen3_reranker):
+    runtime = Runtime(Settings(model="tiny"), reranker=qwen3_reranker)
+    runtime.start()
     try:
-        assert await backend.collections() == []
-        with pytest.raises(NotFoundError, match="no collection: build one"):
-            await backend.search("", "q", instruction=None, mode="bm25", recall_k=5, top_n=5)
-        with pytest.raises(NotFoundError):
-            await backend.search("missing", "q", instruction=None, mode="bm25", recall_k=5, top_n=5)
+        with pytest.raises(ServiceUnavailableError, match="--data-dir"):
+            await UIBackend(runtime).collections()
     finally:
-        backend.close()
+        runtime.stop()
 
 
 def test_documents_from_box_and_upload():
