@@ -35,7 +35,12 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from finerank.errors import InvalidInputError, ModelLoadError, ServiceUnavailableError
+from finerank.errors import (
+    InvalidInputError,
+    ModelLoadError,
+    ServiceUnavailableError,
+    UnknownModelError,
+)
 from finerank.settings import Settings
 
 if TYPE_CHECKING:
@@ -414,17 +419,19 @@ class Runtime:
         )
 
     def require_rerank(self) -> RerankService:
-        """The started rerank service, or a 503 saying why not."""
+        """The started rerank service; :class:`UnknownModelError` (404) when no reranker is
+        configured, :class:`ServiceUnavailableError` (503) naming what is still loading."""
         if self.rerank is None:
-            raise ServiceUnavailableError(_not_configured("reranker"))
+            raise UnknownModelError(_not_configured("reranker"))
         if not self.rerank.ready:
             raise ServiceUnavailableError(self._waiting_for("reranker"))
         return self.rerank
 
     def require_embeddings(self) -> EmbeddingService:
-        """The started embedding service, or a 503 saying why not."""
+        """The started embedding service; 404 when no embedding model is configured, 503
+        while it loads."""
         if self.embeddings is None:
-            raise ServiceUnavailableError(_not_configured("embedder"))
+            raise UnknownModelError(_not_configured("embedder"))
         if not self.embeddings.ready:
             raise ServiceUnavailableError(self._waiting_for("embedder"))
         return self.embeddings
@@ -477,9 +484,9 @@ class Runtime:
 
 def _not_configured(name: ComponentName) -> str:
     return {
-        "reranker": "no reranker is configured: start with --model PATH_OR_ID "
+        "reranker": "no reranker is served here: start with --model PATH_OR_ID "
         "(or set FINERANK_MODEL)",
-        "embedder": "no embedding model is configured: start with --embedding-model "
+        "embedder": "no embedding model is served here: start with --embedding-model "
         "PATH_OR_ID (or set FINERANK_EMBEDDING_MODEL)",
         "store": "no store is configured: pass --data-dir DIR or --qdrant-url URL "
         "(or --embedding-model, which uses the default data directory)",

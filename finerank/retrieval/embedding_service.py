@@ -12,12 +12,17 @@ The service also stands in for its embedder where an ``embedder`` is expected
 :meth:`EmbeddingService.embed_queries`), so ingest and search calls from worker threads use the
 same scheduler.
 
-Example:
-    >>> service = EmbeddingService(settings)  # doctest: +SKIP
-    >>> service.start(embedder)  # doctest: +SKIP
-    >>> outcome = await service.embed(["hello", "world"])  # doctest: +SKIP
-    >>> outcome.vectors.shape, outcome.prompt_tokens  # doctest: +SKIP
-    ((2, 1024), 4)
+Example (the tiny test embedder of ``finerank make-test-model ./tiny-qwen3-emb --kind
+qwen3-embedding``; servers get the service from :class:`~finerank.runtime.Runtime`):
+    >>> import asyncio
+    >>> from finerank.runtime import build_embedder
+    >>> settings = Settings(embedding_model="./tiny-qwen3-emb", device="cpu")
+    >>> service = EmbeddingService(settings)
+    >>> service.start(build_embedder(settings))
+    >>> outcome = asyncio.run(service.embed(["hello", "world"]))
+    >>> outcome.vectors.shape, outcome.prompt_tokens
+    ((2, 64), 4)
+    >>> service.stop()
 """
 
 from __future__ import annotations

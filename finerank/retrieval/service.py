@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 INGEST_BATCH = 64  # chunks embedded and written at once
+DEFAULT_RECALL_K = 100  # first-stage candidates of a search that does not say
 
 
 class RetrievalService:
@@ -192,7 +193,7 @@ class RetrievalService:
         query: str,
         *,
         mode: SearchMode = "hybrid",
-        recall_k: int = 100,
+        recall_k: int | None = None,
         rerank_k: int | None = None,
         top_n: int = 10,
         filters: Mapping[str, Any] | None = None,
@@ -208,7 +209,8 @@ class RetrievalService:
             query: the query (at most ``max_query_chars`` characters).
             mode: ``bm25``, ``dense``, ``hybrid``, ``bm25+prf`` or ``hybrid+prf`` (those with
                 a dense branch need an embedding model).
-            recall_k: first-stage candidates (at most ``max_recall_k``).
+            recall_k: first-stage candidates (default: :data:`DEFAULT_RECALL_K`, at most
+                ``max_recall_k``).
             rerank_k: candidates reranked (default: all, up to :attr:`rerank_limit`; more
                 than that is a 413).
             top_n: hits returned.
@@ -222,6 +224,7 @@ class RetrievalService:
         check_query(query)
         check_mode(mode)
         check_positive("recall_k", recall_k)
+        recall_k = recall_k or min(DEFAULT_RECALL_K, self.settings.max_recall_k)
         check_positive("rerank_k", rerank_k)
         check_positive("top_n", top_n)
         rerank = rerank and self.rerank is not None

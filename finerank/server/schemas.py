@@ -284,7 +284,9 @@ class SearchRequest(_Strict):
     collection: str
     query: str = Field(..., min_length=1)
     mode: Literal["bm25", "dense", "hybrid", "bm25+prf", "hybrid+prf"] = "hybrid"
-    recall_k: int = Field(100, ge=1, description="First-stage candidates.")
+    recall_k: int | None = Field(
+        None, ge=1, description="First-stage candidates (default: 100, at most max_recall_k)."
+    )
     rerank_k: int | None = Field(None, ge=1, description="Candidates reranked (default: all).")
     top_n: int = Field(10, ge=1, le=10_000)
     filters: dict[str, str | int | list[str | int]] | None = None

@@ -135,3 +135,28 @@ def test_minilm_is_normalised_and_semantic(minilm):
     assert vectors.shape == (3, 384)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.2
+
+
+def test_minilm_cut_before_tokenizing_equals_sentence_transformers_on_the_full_text(minilm):
+    """The text is cut to a prefix before it is tokenized; the vector is still what
+    sentence-transformers gives for the whole text (which it truncates to 256 tokens)."""
+    long_texts = [
+        "Shock waves form ahead of a blunt body in supersonic flow; " * 300,
+        "网络运营者应当履行安全保护义务，" * 400,
+        "short",
+    ]
+    items = minilm.prepare(long_texts)
+    assert all(len(item.text) < 3000 for item in items[:2])  # cut, of 18,000 / 6,400 chars
+    want = minilm.model.encode(long_texts, convert_to_numpy=True, show_progress_bar=False)
+    want = want / np.linalg.norm(want, axis=1, keepdims=True)
+    np.testing.assert_allclose(minilm.embed_documents(long_texts), want, rtol=0, atol=1e-6)
+
+
+def test_qwen3_cut_before_tokenizing_equals_tokenizing_everything(qwen3_embedding_dir):
+    embedder = Qwen3Embedder(qwen3_embedding_dir, device="cpu", dtype="float32", max_length=50)
+    long_text = "网络安全法第六十三条 fines of 50,000 yuan;   spaces\n\nand lines " * 200
+    [item] = embedder.prepare([long_text])
+    full = embedder.tokenizer(long_text, add_special_tokens=False)["input_ids"]
+    assert item.ids == tuple(full[:49]) + (embedder.eos_id,)
+    reference = official_qwen3_embeddings(qwen3_embedding_dir, [long_text], max_length=50)
+    assert _cosines(embedder.embed_documents([long_text]), reference).min() >= 1 - 1e-6

@@ -156,3 +156,130 @@ def test_waits_to_fill_a_batch_only_under_load(qwen3_reranker):
         assert time.perf_counter() - started < 5
     finally:
         scheduler.stop()
+
+
+def test_a_big_job_is_cut_so_a_small_one_waits_one_run_at_most(qwen3_reranker):
+    engine = GatedEngine(qwen3_reranker.engine)
+    big = qwen3_reranker.engine.prepare("q", [f"document number {i} " * 8 for i in range(40)])
+    small = _prepared(qwen3_reranker, "small")
+    budget = 4 * max(len(item.ids) for item in big.items)  # the big job needs about 10 runs
+    scheduler = BatchScheduler(engine, max_batch_tokens=budget, batch_wait_ms=0)
+    scheduler.start()
+    finished: list[str] = []
+    try:
+        first = _hold_worker(scheduler, engine, qwen3_reranker)
+        big_future = scheduler.submit(big.items)
+        big_future.add_done_callback(lambda _: finished.append("big"))
+        engine.gate.set()
+        first.result(10)
+        while len(engine.run_sizes) < 2:  # the big job's first cut is running
+            time.sleep(0.001)
+        small_future = scheduler.submit(small.items)
+        small_future.add_done_callback(lambda _: finished.append("small"))
+        want = qwen3_reranker.engine.run(big.items)
+        assert big_future.result(30) == pytest.approx(want, abs=1e-5)
+        assert len(small_future.result(30)) == len(DOCS)
+        assert finished == ["small", "big"]
+        # the big job ran in cuts; the small one shared the run after the first cut
+        assert sum(engine.run_sizes[1:]) == len(big.items) + len(DOCS)
+        assert len(engine.run_sizes) - 1 >= 5
+    finally:
+        scheduler.stop()
+
+
+def test_withdraw_drops_what_is_left_of_a_started_job(qwen3_reranker):
+    engine = GatedEngine(qwen3_reranker.engine)
+    big = qwen3_reranker.engine.prepare("q", [f"document number {i} " * 8 for i in range(40)])
+    budget = 4 * max(len(item.ids) for item in big.items)
+    scheduler = BatchScheduler(engine, max_batch_tokens=budget, batch_wait_ms=0)
+    scheduler.start()
+    try:
+        engine.gate.clear()
+        future = scheduler.submit(big.items)
+        assert engine.entered.wait(10)  # its first cut is in the model
+        assert not future.cancel()  # started: cancel alone cannot stop it
+        scheduler.withdraw(future)
+        engine.gate.set()
+        with pytest.raises(ServiceUnavailableError, match="withdrawn"):
+            future.result(10)
+        assert len(engine.run_sizes) == 1  # nothing after the cut that was running
+        assert scheduler.dropped_pairs == len(big.items) - engine.run_sizes[0]
+        assert scheduler.queued_pairs == 0
+    finally:
+        scheduler.stop()
+
+
+@pytest.fixture(scope="module")
+def small_vocab_reranker(tmp_path_factory):
+    """A real BERT cross-encoder whose embedding table holds only the first 2000 ids of its
+    tokenizer's vocabulary: documents made of the first ids score, any other word makes the
+    forward pass raise IndexError. A real failing input, no mock."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from finerank import Reranker
+    from finerank.testing import write_tokenizer
+
+    target = tmp_path_factory.mktemp("bert-2000-ids")
+    config = BertConfig(
+        vocab_size=2000,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        intermediate_size=64,
+        num_labels=1,
+        architectures=["BertForSequenceClassification"],
+    )
+    BertForSequenceClassification(config).save_pretrained(target)
+    write_tokenizer("minilm", target)
+    return Reranker.from_pretrained(target, device="cpu", dtype="float32")
+
+
+def test_a_failing_request_in_a_merged_run_fails_alone(small_vocab_reranker):
+    # "the", "of", "and", "in" and "a" have ids below 2000 in the uncased BERT vocabulary
+    good = ["the of and in", "a the a"]
+    engine = GatedEngine(small_vocab_reranker.engine)
+    scheduler = BatchScheduler(engine, batch_wait_ms=0)
+    scheduler.start()
+    try:
+        engine.gate.clear()
+        first = scheduler.submit(engine.prepare("the", good).items)
+        assert engine.entered.wait(10)
+        jobs = [
+            engine.prepare("the", good),
+            engine.prepare("the", ["zebra crossing"]),  # ids above 2000: IndexError
+            engine.prepare("of", good),
+        ]
+        futures = [scheduler.submit(job.items) for job in jobs]
+        engine.gate.set()
+        first.result(10)
+        for index in (0, 2):
+            want = small_vocab_reranker.engine.run(jobs[index].items)
+            assert futures[index].result(10) == pytest.approx(want, abs=1e-6)
+        with pytest.raises(IndexError):
+            futures[1].result(10)
+        # the merged run failed, then each job ran alone
+        assert engine.run_sizes[1:] == [5, 2, 1, 2]
+    finally:
+        scheduler.stop()
+
+
+def test_out_of_memory_halves_the_run_and_loses_nothing(qwen3_reranker):
+    import torch
+
+    class SmallMemory(GatedEngine):
+        def run(self, items):
+            self.run_sizes.append(len(items))
+            if len(items) > 3:
+                raise torch.OutOfMemoryError("CUDA out of memory (simulated at the model)")
+            return self._engine.run(items)
+
+    engine = SmallMemory(qwen3_reranker.engine)
+    scheduler = BatchScheduler(engine, batch_wait_ms=0)
+    scheduler.start()
+    try:
+        prepared = qwen3_reranker.engine.prepare("q", DOCS * 3)  # 12 items
+        got = scheduler.submit(prepared.items).result(10)
+        assert got == pytest.approx(qwen3_reranker.engine.run(prepared.items), abs=1e-5)
+        assert engine.run_sizes == [12, 6, 3, 3, 6, 3, 3]
+    finally:
+        scheduler.stop()
