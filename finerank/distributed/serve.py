@@ -25,6 +25,7 @@ from ray import serve
 
 from finerank.distributed.cluster import absolute_paths
 from finerank.errors import InvalidInputError
+from finerank.runtime import store_configured
 from finerank.settings import Settings
 
 APP_NAME = "finerank"
@@ -122,7 +123,7 @@ def build_application(
     if gpus_per_replica < 0 or cpus_per_replica < 0:
         raise InvalidInputError("--gpus-per-replica and CPUs per replica must be >= 0")
     scaling = scaling or Scaling(replicas=replicas or 1)
-    if settings.embedding_model and settings.qdrant_url is None and _max_replicas(scaling) > 1:
+    if store_configured(settings) and not settings.qdrant_url and _max_replicas(scaling) > 1:
         raise InvalidInputError(
             "the embedded Qdrant store cannot be shared by several replicas: pass --qdrant-url "
             "(a Qdrant server) or serve one replica"

@@ -107,6 +107,12 @@ def create_app(
         metrics.dropped_pairs.set_function(
             lambda: service.scheduler.dropped_pairs if service.scheduler is not None else 0
         )
+    if runtime.embeddings is not None:
+        embeddings = runtime.embeddings
+        embeddings.add_batch_listener(metrics.observe_embedding_batch)
+        metrics.embedding_queue_depth.set_function(
+            lambda: embeddings.scheduler.queued_pairs if embeddings.scheduler is not None else 0
+        )
     metrics.ready.set_function(lambda: 1.0 if runtime.ready else 0.0)
 
     @contextlib.asynccontextmanager

@@ -95,6 +95,28 @@ class ServerMetrics:
             registry=r,
         )
         self.ready = Gauge("finerank_model_ready", "1 once the model is loaded", registry=r)
+        # the embedding model's batching path (same scheduler as the reranker's)
+        self.embedding_inputs = Counter(
+            "finerank_embedding_inputs", "Texts run through the embedding model", registry=r
+        )
+        self.embedding_tokens = Counter(
+            "finerank_embedding_tokens", "Tokens run through the embedding model", registry=r
+        )
+        self.embedding_batch_requests = Histogram(
+            "finerank_embedding_batch_requests",
+            "Requests merged per embedding forward call",
+            buckets=SIZE_BUCKETS,
+            registry=r,
+        )
+        self.embedding_batch_seconds = Histogram(
+            "finerank_embedding_batch_duration_seconds",
+            "Embedding model time per forward call",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.embedding_queue_depth = Gauge(
+            "finerank_embedding_queue_depth", "Texts waiting for the embedding model", registry=r
+        )
 
     def observe_batch(self, stats: BatchStats) -> None:
         """Batch listener for :class:`~finerank.engine.scheduler.BatchScheduler`."""
@@ -104,6 +126,13 @@ class ServerMetrics:
         self.batch_requests.observe(stats.jobs)
         self.batch_tokens.observe(stats.tokens)
         self.batch_seconds.observe(stats.seconds)
+
+    def observe_embedding_batch(self, stats: BatchStats) -> None:
+        """Batch listener of the embedding service's scheduler."""
+        self.embedding_inputs.inc(stats.pairs)
+        self.embedding_tokens.inc(stats.tokens)
+        self.embedding_batch_requests.observe(stats.jobs)
+        self.embedding_batch_seconds.observe(stats.seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -89,6 +89,14 @@ def test_embeddings_openai_format(client, qwen3_embedder):
     ).json()
     expected = reference.embed_queries(["q"], instruction="Find laws")[0]
     np.testing.assert_allclose(query["data"][0]["embedding"], expected, atol=1e-6)
+    metrics = client.get("/metrics").text
+    samples = {
+        line.rpartition(" ")[0]: float(line.rpartition(" ")[2])
+        for line in metrics.splitlines()
+        if line and not line.startswith("#")
+    }
+    assert samples["finerank_embedding_inputs_total"] >= 4  # texts through the batching path
+    assert samples["finerank_embedding_batch_requests_count"] >= 3
 
 
 def test_remote_embedder_against_the_server(client, qwen3_embedder):

@@ -120,12 +120,13 @@ def test_movement_labels():
     assert render.highlighted("a<b>c", (1, 4)) == "a<mark>&lt;b&gt;</mark>c"
 
 
-def test_standalone_app_redirects_to_the_page():
+def test_standalone_app_redirects_to_the_page(tmp_path):
     from fastapi.testclient import TestClient
 
     from finerank.ui.app import create_ui_app
 
-    with TestClient(create_ui_app(Settings()), base_url="http://localhost") as client:
+    app = create_ui_app(Settings(data_dir=tmp_path / "qdrant"))
+    with TestClient(app, base_url="http://localhost") as client:
         root = client.get("/", follow_redirects=False)
         assert root.status_code in (302, 307) and root.headers["location"] == "/ui/"
         page = client.get("/ui/")
