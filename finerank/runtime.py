@@ -339,7 +339,7 @@ class Runtime:
                 component = self._build(status)
             except BaseException as exc:
                 status.state, status.error = ComponentState.FAILED, str(exc)
-                logger.error("%s failed to load: %s", name, exc)
+                logger.info("%s failed to load: %s", name, exc)  # the caller reports it
                 raise
             status.state, status.seconds = ComponentState.READY, time.perf_counter() - started
             self._loaded[name] = component
