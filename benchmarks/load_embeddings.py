@@ -55,7 +55,7 @@ async def run(model: Path, megabytes: float, small: int) -> None:
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
-            transport=transport, base_url="http://bench", timeout=600
+            transport=transport, base_url="http://localhost", timeout=600
         ) as client:
             t0 = time.perf_counter()
 

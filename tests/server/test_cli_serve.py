@@ -232,6 +232,42 @@ def test_flags_win_over_environment_and_the_default_model(monkeypatch):
     assert (settings.model, defaulted) == (DEFAULT_RERANKER, True)
 
 
+def test_no_model_serves_the_default_reranker_from_the_local_cache(tmp_path, qwen3_reranker_dir):
+    """With no --model, `finerank serve` serves Qwen/Qwen3-Reranker-0.6B from the Hugging Face
+    cache, offline (here a cache holding the tiny test model under that id)."""
+    import shutil
+
+    snapshot = tmp_path / "hf" / "hub" / "models--Qwen--Qwen3-Reranker-0.6B"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    shutil.copytree(qwen3_reranker_dir, snapshot / "snapshots" / commit)
+    (snapshot / "refs").mkdir()
+    (snapshot / "refs" / "main").write_text(commit)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), OMP_NUM_THREADS="1")
+    env.pop("FINERANK_MODEL", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from finerank.cli import main; main()", "serve", "--port", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            match = READY.search(line)
+            if match:
+                break
+        else:
+            raise AssertionError("the server exited before it was ready")
+        name, url = match.groups()
+        assert name == "Qwen3-Reranker-0.6B"
+        body = {"query": QUERY, "documents": DOCS}
+        answer = httpx.post(url + "/v1/rerank", json=body, timeout=60).json()
+        assert answer["model"] == "Qwen3-Reranker-0.6B" and len(answer["results"]) == 3
+    finally:
+        proc.terminate()
+        assert proc.wait(60) == 0
+
+
 def test_no_model_and_no_hub_is_one_message_naming_make_test_model(tmp_path):
     """Offline, with an empty Hugging Face cache, `finerank serve` says what to do in one line
     and exits 2 before opening a port."""
