@@ -455,7 +455,7 @@ class IngestPlan:
         """The pending records in batches of ``batch_size``, each with its term counts (the
         ones already computed, else analyzed while the batches are written)."""
         if self.analyzed is not None:
-            counts: Iterator[TermCounts] = iter(self.analyzed)
+            counts: Iterator[TermCounts] = (count for count in self.analyzed)  # closable
         else:
             texts = [record.indexed_text for record in self.pending]
             counts = iter_term_counts(texts, workers=self.workers)
