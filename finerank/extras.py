@@ -26,6 +26,7 @@ EXTRAS: dict[str, dict[str, str]] = {
         "qdrant-edge-py": "qdrant_edge",
         "bm25s": "bm25s",
         "jieba": "jieba",
+        "rjieba": "rjieba",
         "pypdf": "pypdf",
         "beautifulsoup4": "bs4",
         "platformdirs": "platformdirs",

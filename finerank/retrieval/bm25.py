@@ -26,7 +26,6 @@ Example:
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 import unicodedata
@@ -34,6 +33,8 @@ import zlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+from finerank.retrieval import segmentation
 
 ANALYZER_VERSION = "finerank-bm25-v2"
 
@@ -71,23 +72,10 @@ def _stem(word: str) -> str:
     return word
 
 
-_jieba = None
-
-
-def _jieba_tokenizer():
-    global _jieba
-    if _jieba is None:
-        import jieba
-
-        jieba.setLogLevel(logging.WARNING)
-        _jieba = jieba
-    return _jieba
-
-
 def _cjk_terms(run: str, terms: list[str]) -> None:
     """Unigrams and bigrams of a CJK run, cut at its function words."""
     piece = ""
-    for word in [*_jieba_tokenizer().cut(run), ""]:  # "" flushes the last piece
+    for word in [*segmentation.cut(run), ""]:  # "" flushes the last piece
         if word and word not in CHINESE_STOPWORDS and _WORD.search(word):
             piece += word
             continue
