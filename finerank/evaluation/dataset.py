@@ -3,11 +3,16 @@
 Each of the JSONL files may also be gzipped (``corpus.jsonl.gz``). Only queries judged in the
 split are evaluated (the BEIR convention); judgements with grade 0 count as not relevant.
 
+Datasets shipped in the package (:data:`SHIPPED`, under ``finerank/data/eval/``, each with its
+``SOURCE.md`` and ``LICENSE``) can be named instead of a path: ``stard`` (Chinese layperson
+questions over PRC statutes, MIT). Cranfield is not shipped (its collection carries no licence;
+the copy in the project's shared data is GPL-3.0): pass its directory.
+
 Example:
     >>> from finerank.evaluation import load_beir
-    >>> dataset = load_beir("../shared/data/cranfield", split="test")  # doctest: +SKIP
-    >>> len(dataset.corpus), len(dataset.queries)  # doctest: +SKIP
-    (1400, 225)
+    >>> dataset = load_beir("stard")
+    >>> dataset.split, len(dataset.corpus), len(dataset.queries)
+    ('train', 10414, 1235)
 """
 
 from __future__ import annotations
@@ -19,6 +24,30 @@ from pathlib import Path
 
 from finerank.errors import InvalidInputError, NotFoundError
 from finerank.jsonl import parse_jsonl
+
+SHIPPED_ROOT = Path(__file__).resolve().parent.parent / "data" / "eval"
+#: dataset name -> what it is, for the datasets shipped in the package
+SHIPPED = {
+    "stard": "STARD train split: 1,235 Chinese layperson legal questions, 10,414 statute articles",
+}
+
+
+def resolve_dataset(name_or_path: str | Path) -> Path:
+    """The directory of a shipped dataset's name (:data:`SHIPPED`) or of a path.
+
+    Example:
+        >>> resolve_dataset("stard").name
+        'stard'
+    """
+    text = str(name_or_path)
+    if text in SHIPPED and not Path(text).is_dir():  # a local directory of that name wins
+        return SHIPPED_ROOT / text
+    return Path(name_or_path)
+
+
+def splits(directory: str | Path) -> list[str]:
+    """The splits a BEIR directory has judgements for (``qrels/<split>.tsv``), sorted."""
+    return sorted(p.stem for p in (Path(directory) / "qrels").glob("*.tsv"))
 
 
 @dataclass(frozen=True)
@@ -89,14 +118,23 @@ def _read_qrels(path: Path) -> dict[str, dict[str, int]]:
     return qrels
 
 
-def load_beir(directory: str | Path, *, split: str = "test") -> BeirDataset:
-    """Read a BEIR dataset directory (see the module docstring for the layout)."""
-    root = Path(directory)
+def load_beir(directory: str | Path, *, split: str | None = None) -> BeirDataset:
+    """Read a BEIR dataset directory, or a shipped dataset by name (see the module docstring).
+
+    ``split`` defaults to the dataset's only split when it has one, else ``test``.
+    """
+    root = resolve_dataset(directory)
     if not root.is_dir():
-        raise NotFoundError(f"dataset directory not found: {root}")
+        raise NotFoundError(
+            f"dataset directory not found: {root} (or name a shipped dataset: "
+            + ", ".join(SHIPPED)
+            + ")"
+        )
+    available = splits(root)
+    if split is None:
+        split = available[0] if len(available) == 1 else "test"
     qrels_path = root / "qrels" / f"{split}.tsv"
     if not qrels_path.is_file():
-        available = sorted(p.stem for p in (root / "qrels").glob("*.tsv"))
         raise NotFoundError(
             f"no qrels for split {split!r} ({qrels_path}); available splits: "
             + (", ".join(available) or "none")

@@ -49,6 +49,15 @@ class Bm25sFirstStage:
         retriever.index(tokens, show_progress=False)
         self._retriever = retriever
 
+    def for_mode(self, mode: str) -> Bm25sFirstStage:
+        """Itself for ``bm25`` (its only mode)."""
+        if mode != "bm25":
+            raise InvalidInputError(
+                f"--first-stage {mode} needs finerank's retrieval extra: "
+                "pip install 'finerank[retrieval]'"
+            )
+        return self
+
     def search(self, queries: Mapping[str, str], k: int) -> dict[str, Ranking]:
         import bm25s
 
@@ -68,22 +77,51 @@ class Bm25sFirstStage:
 
 
 class ProductFirstStage:
-    """finerank's own first stage: the corpus goes into an embedded Qdrant collection (in a
+    """finerank's own first stage: the corpus goes into an embedded store (Qdrant Edge in a
     temporary directory, one chunk per document) and queries run through
-    :meth:`finerank.retrieval.search.SearchService.recall` in ``bm25``, ``dense`` or
-    ``hybrid`` mode, exactly as ``finerank search`` does."""
+    :meth:`finerank.retrieval.search.SearchService.recall_batch`, exactly as ``finerank
+    search`` runs them, in ``mode`` (any of :data:`finerank.retrieval.search.SEARCH_MODES`;
+    ``dense`` and ``hybrid`` modes need ``embedder``). ``fusion`` and ``prf`` are the
+    service's (default: those of a default :class:`~finerank.settings.Settings`);
+    ``instruction`` goes into query embeddings (Qwen3 embedders use it).
+
+    The corpus is indexed once; :meth:`for_mode` gives the same index under another mode, so
+    ``finerank eval`` compares modes without indexing again.
+    """
 
     COLLECTION = "eval"
 
-    def __init__(self, mode: str = "bm25", *, embedder=None, max_chunk_tokens: int = 100_000):
-        if mode in ("dense", "hybrid") and embedder is None:
-            raise InvalidInputError(f"--first-stage {mode} needs --embedding-model")
+    def __init__(
+        self,
+        mode: str = "bm25",
+        *,
+        embedder=None,
+        fusion=None,
+        prf=None,
+        instruction: str | None = None,
+        max_chunk_tokens: int = 100_000,
+    ):
+        check_mode(mode, embedder)
         self.name = mode
         self.mode = mode
         self.embedder = embedder
+        self.fusion = fusion
+        self.prf = prf
+        self.instruction = instruction
         self.max_chunk_tokens = max_chunk_tokens
-        self._tmp = None
-        self._service = None
+        self._shared: dict = {}  # the temporary directory and the service, shared by views
+
+    def for_mode(self, mode: str) -> ProductFirstStage:
+        """This stage under ``mode``, sharing its index (index the corpus once)."""
+        check_mode(mode, self.embedder)
+        view = ProductFirstStage.__new__(ProductFirstStage)
+        view.__dict__.update(self.__dict__)
+        view.name = view.mode = mode
+        return view
+
+    @property
+    def indexed(self) -> bool:
+        return self._shared.get("service") is not None
 
     def index(self, corpus: Mapping[str, str]) -> None:
         import tempfile
@@ -94,8 +132,8 @@ class ProductFirstStage:
         from finerank.retrieval.store import VectorStore
 
         self.close()
-        self._tmp = tempfile.TemporaryDirectory(prefix="finerank-eval-")
-        store = VectorStore.open(data_dir=self._tmp.name)
+        self._shared["tmp"] = tempfile.TemporaryDirectory(prefix="finerank-eval-")
+        store = VectorStore.open(data_dir=self._shared["tmp"].name)
         documents = [
             Document(source=doc_id, text=text, metadata={"doc_id": doc_id}, file=doc_id)
             for doc_id, text in corpus.items()
@@ -109,39 +147,62 @@ class ProductFirstStage:
             embedder=self.embedder,
             batch_size=256,
         )
-        self._service = SearchService(store, embedder=self.embedder)
+        self._shared["service"] = SearchService(
+            store, embedder=self.embedder, fusion=self.fusion, prf=self.prf
+        )
 
     def search(self, queries: Mapping[str, str], k: int) -> dict[str, Ranking]:
-        if self._service is None:
+        service = self._shared.get("service")
+        if service is None:
             raise RuntimeError("call index(corpus) before search()")
-        rankings: dict[str, Ranking] = {}
-        for query_id, query in queries.items():
-            ranking: Ranking = []
+        asked = {query_id: query for query_id, query in queries.items() if query.strip()}
+        runs = service.recall_batch(
+            self.COLLECTION,
+            list(asked.values()),
+            mode=self.mode,
+            recall_k=k,
+            instruction=self.instruction,
+        )
+        rankings: dict[str, Ranking] = {query_id: [] for query_id in queries}
+        for query_id, hits in zip(asked, runs, strict=True):
             seen: set[str] = set()
-            if query.strip():
-                for hit in self._service.recall(self.COLLECTION, query, mode=self.mode, recall_k=k):
-                    metadata = hit.payload.get("metadata") or {}
-                    doc_id = str(metadata.get("doc_id", hit.payload["source"]))
-                    if doc_id not in seen:  # a document split into chunks counts once
-                        seen.add(doc_id)
-                        ranking.append((doc_id, hit.score))
-            rankings[query_id] = ranking
+            for hit in hits:
+                metadata = hit.payload.get("metadata") or {}
+                doc_id = str(metadata.get("doc_id", hit.payload["source"]))
+                if doc_id not in seen:  # a document split into chunks counts once
+                    seen.add(doc_id)
+                    rankings[query_id].append((doc_id, hit.score))
         return rankings
 
     def close(self) -> None:
-        """Close the store and delete its temporary directory."""
-        if self._service is not None:
-            self._service.store.close()
-            self._service = None
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
+        """Close the store and delete its temporary directory (for every view)."""
+        service = self._shared.pop("service", None)
+        if service is not None:
+            service.store.close()
+        tmp = self._shared.pop("tmp", None)
+        if tmp is not None:
+            tmp.cleanup()
 
 
-def make_first_stage(mode: str, *, embedder=None) -> FirstStage:
+def check_mode(mode: str, embedder) -> None:
+    """A mode ``finerank eval`` can run: a search mode, with an embedder if it is dense."""
+    from finerank.retrieval.search import SEARCH_MODES
+
+    if mode not in SEARCH_MODES:
+        raise InvalidInputError(
+            f"unknown first stage {mode!r}: use one of {', '.join(SEARCH_MODES)}"
+        )
+    if mode.partition("+")[0] in ("dense", "hybrid") and embedder is None:
+        raise InvalidInputError(f"--first-stage {mode} needs --embedding-model")
+
+
+def make_first_stage(
+    mode: str, *, embedder=None, settings=None, instruction: str | None = None
+) -> FirstStage:
     """The first stage ``finerank eval --first-stage MODE`` runs: finerank's retrieval
-    package (:class:`ProductFirstStage`, with ``embedder`` for dense / hybrid); ``bm25s`` BM25
-    when that package is not installed."""
+    package (:class:`ProductFirstStage`, with ``embedder`` for dense / hybrid, fusion and
+    feedback from ``settings``, ``instruction`` for query embeddings); ``bm25s`` BM25 when
+    that package is not installed."""
     try:
         import finerank.retrieval.search  # noqa: F401
     except ImportError:
@@ -151,4 +212,15 @@ def make_first_stage(mode: str, *, embedder=None) -> FirstStage:
                 "pip install 'finerank[retrieval]'"
             ) from None
         return Bm25sFirstStage()
-    return ProductFirstStage(mode, embedder=embedder)
+    from finerank.retrieval.expansion import PrfConfig
+    from finerank.retrieval.search import fusion_from_settings
+    from finerank.settings import Settings
+
+    settings = settings or Settings()
+    return ProductFirstStage(
+        mode,
+        embedder=embedder,
+        fusion=fusion_from_settings(settings),
+        prf=PrfConfig.from_settings(settings),
+        instruction=instruction,
+    )

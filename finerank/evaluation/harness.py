@@ -115,14 +115,19 @@ class EvalReport:
 
     def write(self, directory: str | Path) -> tuple[Path, Path]:
         """Write ``eval.json`` and ``eval.md`` into ``directory`` (created)."""
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        json_path, md_path = out / "eval.json", out / "eval.md"
-        json_path.write_text(
-            json.dumps(self.to_dict(), ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
-        )
-        md_path.write_text(self.to_markdown(), encoding="utf-8")
-        return json_path, md_path
+        return write_json_and_markdown(directory, self.to_dict(), self.to_markdown())
+
+
+def write_json_and_markdown(
+    directory: str | Path, payload: dict[str, Any], markdown: str
+) -> tuple[Path, Path]:
+    """``directory``/eval.json (``payload``) and ``directory``/eval.md (``markdown``)."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out / "eval.json", out / "eval.md"
+    json_path.write_text(json.dumps(payload, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    md_path.write_text(markdown, encoding="utf-8")
+    return json_path, md_path
 
 
 def _cell(text: str, limit: int = 80) -> str:
@@ -177,18 +182,21 @@ def evaluate_dataset(
     instruction: str | None = None,
     settings: dict[str, Any] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    index: bool = True,
 ) -> EvalReport:
     """Index the corpus, retrieve ``recall_k`` per query, optionally rerank the top
     ``rerank_k``, and score both rankings. ``progress(stage, done, total)`` reports the
-    ``"first stage"`` and ``"reranking"`` stages query by query."""
+    ``"first stage"`` and ``"reranking"`` stages query by query. ``index=False``: the stage
+    already holds this corpus (another mode of one index, see :func:`evaluate_modes`)."""
     import time
 
     if recall_k < 1 or rerank_k < 1:
         raise InvalidInputError(f"recall_k and rerank_k must be >= 1 (got {recall_k}, {rerank_k})")
     seconds: dict[str, float] = {}
-    started = time.perf_counter()
-    first_stage.index(dataset.corpus)
-    seconds["index"] = time.perf_counter() - started
+    if index:
+        started = time.perf_counter()
+        first_stage.index(dataset.corpus)
+        seconds["index"] = time.perf_counter() - started
     started = time.perf_counter()
     retrieved: dict[str, Ranking] = {}
     query_items = list(dataset.queries.items())

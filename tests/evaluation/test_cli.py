@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 from typer.testing import CliRunner
 
@@ -10,7 +11,7 @@ from finerank.evaluation import METRICS
 runner = CliRunner()
 
 
-def test_eval_writes_json_and_markdown(small_beir, qwen3_reranker_dir, tmp_path):
+def test_eval_writes_json_markdown_and_plot(small_beir, qwen3_reranker_dir, tmp_path):
     out = tmp_path / "report"
     result = runner.invoke(
         app,
@@ -35,36 +36,74 @@ def test_eval_writes_json_and_markdown(small_beir, qwen3_reranker_dir, tmp_path)
     printed = json.loads(result.stdout)
     written = json.loads((out / "eval.json").read_text(encoding="utf-8"))
     assert printed == written
-    assert written["dataset"] == small_beir.name and written["split"] == "test"
-    assert written["queries"] == 3
-    assert set(written["first_stage"]) == set(METRICS) == set(written["reranked"])
-    assert [row["query_id"] for row in written["per_query"]] == ["q1", "q2", "q3"]
+    # the default modes without an embedding model: bm25 and bm25+prf, each reranked
+    assert [run["settings"]["first_stage"] for run in written["runs"]] == ["bm25", "bm25+prf"]
+    assert [(row["mode"], row["stage"]) for row in written["table"]] == [
+        ("bm25", "first stage"),
+        ("bm25", "reranked"),
+        ("bm25+prf", "first stage"),
+        ("bm25+prf", "reranked"),
+    ]
+    run = written["runs"][0]
+    assert run["dataset"] == small_beir.name and run["split"] == "test" and run["queries"] == 3
+    assert set(run["first_stage"]) == set(METRICS) == set(run["reranked"])
+    assert [row["query_id"] for row in run["per_query"]] == ["q1", "q2", "q3"]
     # the slipstream query finds its best document first with BM25
-    assert written["per_query"][0]["first_stage_top"][0] == "d1"
+    assert run["per_query"][0]["first_stage_top"][0] == "d1"
+    assert written["table"][1]["ndcg@10"] == run["reranked"]["ndcg@10"]
+    # one index for both modes: its time is on the first run only
+    assert "index" in run["seconds"] and "index" not in written["runs"][1]["seconds"]
     markdown = (out / "eval.md").read_text(encoding="utf-8")
-    assert "| metric | first stage | reranked | delta |" in markdown
-    ndcg = written["first_stage"]["ndcg@10"]
-    assert f"| ndcg@10 | {ndcg:.4f} |" in markdown
+    assert "| dataset | mode | stage | NDCG@10 | MRR@10 | R@10 | R@100 | MAP |" in markdown
+    ndcg = run["first_stage"]["ndcg@10"]
+    assert f"| bm25 | first stage | {ndcg:.4f} |" in markdown
+    assert (out / "eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_eval_without_model_has_no_reranked_section(small_beir):
+def test_eval_table_has_every_dataset_and_mode(small_beir, tmp_path):
+    other = tmp_path / "other-beir"
+    shutil.copytree(small_beir, other)
     result = runner.invoke(
-        app, ["eval", "--dataset", str(small_beir), "--json", "--max-queries", "2"]
+        app,
+        ["eval", "--dataset", str(small_beir), "--dataset", str(other), "--first-stage", "bm25"],
     )
     assert result.exit_code == 0, result.output
-    payload = json.loads(result.stdout)
-    assert "reranked" not in payload and payload["queries"] == 2
-    table = runner.invoke(app, ["eval", "--dataset", str(small_beir)])
-    assert table.exit_code == 0 and "ndcg@10" in table.stdout and "reranked" not in table.stdout
+    assert "reranked" not in result.stdout and "rerank " not in result.stdout
+    lines = [line for line in result.stdout.splitlines() if " bm25 " in line]
+    assert len(lines) == 2 and "other-be" in lines[1]
+    assert all(line.count("│") == 9 for line in lines)  # 8 columns, one row each
+    payload = json.loads(
+        runner.invoke(
+            app,
+            [
+                "eval",
+                "--dataset",
+                str(small_beir),
+                "--json",
+                "--max-queries",
+                "2",
+                "--first-stage",
+                "bm25,bm25+prf",
+                "--first-stage",
+                "bm25",
+            ],
+        ).stdout
+    )
+    assert [run["queries"] for run in payload["runs"]] == [2, 2]
+    assert payload["settings"]["modes"] == ["bm25", "bm25+prf"]
+    assert all("reranked" not in run for run in payload["runs"])
 
 
 def test_eval_errors_are_one_line(small_beir, tmp_path):
     missing = runner.invoke(app, ["eval", "--dataset", str(tmp_path / "none")])
     assert missing.exit_code == 2 and "dataset directory not found" in missing.output
+    assert "shipped dataset: stard" in missing.output
     split = runner.invoke(app, ["eval", "--dataset", str(small_beir), "--split", "dev"])
     assert split.exit_code == 2 and "available splits: test" in split.output
     mode = runner.invoke(app, ["eval", "--dataset", str(small_beir), "--first-stage", "dense"])
     assert mode.exit_code == 2 and "--embedding-model" in mode.output
+    unknown = runner.invoke(app, ["eval", "--dataset", str(small_beir), "--first-stage", "splade"])
+    assert unknown.exit_code == 2 and "bm25+prf" in unknown.output
 
 
 def test_eval_dense_first_stage_with_minilm(small_beir, minilm_model_dir):
@@ -74,8 +113,6 @@ def test_eval_dense_first_stage_with_minilm(small_beir, minilm_model_dir):
             "eval",
             "--dataset",
             str(small_beir),
-            "--first-stage",
-            "hybrid",
             "--embedding-model",
             str(minilm_model_dir),
             "--device",
@@ -85,6 +122,9 @@ def test_eval_dense_first_stage_with_minilm(small_beir, minilm_model_dir):
     )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
-    assert payload["settings"]["first_stage"] == "hybrid"
-    tops = {row["query_id"]: row["first_stage_top"] for row in payload["per_query"]}
-    assert tops["q1"][0] in {"d1", "d4"} and tops["q2"][0] == "d2" and tops["q3"][0] == "d6"
+    runs = {run["settings"]["first_stage"]: run for run in payload["runs"]}
+    # with an embedding model, all five modes run on one index
+    assert list(runs) == ["bm25", "bm25+prf", "dense", "hybrid", "hybrid+prf"]
+    for mode in ("dense", "hybrid", "hybrid+prf"):
+        tops = {row["query_id"]: row["first_stage_top"] for row in runs[mode]["per_query"]}
+        assert tops["q1"][0] in {"d1", "d4"} and tops["q2"][0] == "d2" and tops["q3"][0] == "d6"

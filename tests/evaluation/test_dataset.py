@@ -51,3 +51,26 @@ def test_missing_files_and_bad_lines(small_beir, tmp_path):
     (broken / "corpus.jsonl").write_text('{"_id": "d1", "text": "ok"}\n{not json\n')
     with pytest.raises(InvalidInputError, match="corpus.jsonl:2: invalid JSON"):
         load_beir(broken)
+
+
+def test_shipped_stard_loads_by_name_with_its_only_split(shared_data):
+    from finerank.evaluation.dataset import SHIPPED_ROOT, resolve_dataset
+
+    dataset = load_beir("stard")
+    assert (dataset.name, dataset.split) == ("stard", "train")
+    assert len(dataset.corpus) == 10414 and len(dataset.queries) == 1235
+    assert sum(len(judged) for judged in dataset.qrels.values()) == 2116
+    assert resolve_dataset("stard") == SHIPPED_ROOT / "stard"
+    for note in ("SOURCE.md", "LICENSE"):
+        assert (SHIPPED_ROOT / "stard" / note).is_file()
+    assert "MIT License" in (SHIPPED_ROOT / "stard" / "LICENSE").read_text(encoding="utf-8")
+    # the shipped copy is the shared data set, query for query and judgement for judgement
+    shared = load_beir(shared_data / "stard", split="train")
+    assert shared.queries == dataset.queries and shared.qrels == dataset.qrels
+    assert shared.corpus == dataset.corpus
+
+
+def test_a_directory_with_a_shipped_name_wins(small_beir, tmp_path, monkeypatch):
+    shutil.copytree(small_beir, tmp_path / "stard")
+    monkeypatch.chdir(tmp_path)
+    assert len(load_beir("stard").corpus) == 6  # ./stard, not the shipped one
