@@ -25,11 +25,14 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import itertools
 import logging
+import queue
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -49,8 +52,55 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# Requests up to this many characters (query + documents) are tokenized on the event loop.
+# Requests up to this many characters (query + documents) are tokenized in one go (on the
+# event loop when the tokenizer is free); bigger ones in steps on the prepare lane.
 INLINE_PREPARE_CHARS = 8192
+
+
+class PrepareLane:
+    """One thread that tokenizes, urgent work (small requests) first.
+
+    Big requests submit one step at a time and queue the next only when it is done, so an
+    urgent job submitted meanwhile runs before their next step. Jobs hold ``lock`` (shared
+    with inline tokenizing on the event loop: tokenizers are not safe to call concurrently).
+    """
+
+    def __init__(self, lock: threading.Lock):
+        self._lock = lock
+        self._jobs: queue.PriorityQueue = queue.PriorityQueue()
+        self._order = itertools.count()
+        self._closed = False
+        self._thread = threading.Thread(target=self._work, name="finerank-prepare", daemon=True)
+        self._thread.start()
+
+    def submit(self, func: Callable[[], Any], *, urgent: bool = False) -> Future:
+        if self._closed:
+            raise RuntimeError("the prepare lane is stopped")
+        future: Future = Future()
+        self._jobs.put((0 if urgent else 1, next(self._order), func, future))
+        return future
+
+    def _work(self) -> None:
+        while True:
+            _, _, func, future = self._jobs.get()
+            if func is None:
+                return
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                with self._lock:
+                    result = func()
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting request
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Finish what was queued, then stop (pending jobs of later submitters fail)."""
+        self._closed = True
+        self._jobs.put((2, next(self._order), None, None))
+        if wait:
+            self._thread.join()
 
 
 @dataclass(frozen=True)
@@ -84,9 +134,10 @@ class RerankService:
             raise InvalidInputError("no model: set Settings(model=...) or pass reranker=")
         self.reranker: Reranker | None = reranker
         self.scheduler: BatchScheduler | None = None
-        self._prep: ThreadPoolExecutor | None = None
+        self._prep: PrepareLane | None = None
         self._lock = threading.Lock()
         self._prep_lock = threading.Lock()
+        self._preparing = 0
         self._listeners: list[Callable[[BatchStats], None]] = []
         self._accepting = False
 
@@ -143,7 +194,7 @@ class RerankService:
             self.scheduler = scheduler
             # One thread: tokenizers are not safe to call concurrently, and tokenizing off the
             # event loop keeps it responsive while a big request is prepared.
-            self._prep = ThreadPoolExecutor(1, thread_name_prefix="finerank-prepare")
+            self._prep = PrepareLane(self._prep_lock)
             self._accepting = True
 
     def stop(self, *, drain: bool = True) -> None:
@@ -161,6 +212,11 @@ class RerankService:
         self._listeners.append(listener)
         if self.scheduler is not None:
             self.scheduler.add_listener(listener)
+
+    @property
+    def preparing(self) -> int:
+        """Big requests being tokenized in steps right now."""
+        return self._preparing
 
     @property
     def queued_pairs(self) -> int:
@@ -272,11 +328,12 @@ class RerankService:
                 value=count,
             )
 
-    def _check_tokens(self, tokens: int) -> None:
+    def _check_tokens(self, tokens: int, *, at_least: bool = False) -> None:
         limit = self.settings.max_tokens_per_request
         if tokens > limit:
+            counted = f"more than {limit}" if at_least else str(tokens)
             raise LimitExceededError(
-                f"request too long: {tokens} tokens > max_tokens_per_request={limit}; send "
+                f"request too long: {counted} tokens > max_tokens_per_request={limit}; send "
                 "fewer or shorter documents (or set max_tokens_per_doc)",
                 limit_name="max_tokens_per_request",
                 limit=limit,
@@ -284,32 +341,70 @@ class RerankService:
             )
 
     async def _prepare(self, query: str, documents: Sequence[str], **kwargs: Any):
+        """Tokenize one request without holding up the others.
+
+        Small requests tokenize inline when the tokenizer is free (well under a millisecond:
+        two thread hand-offs would cost more on a busy CPU), else on the prepare lane ahead of
+        any big request's remaining work. Big requests tokenize on the lane a step (~0.1 s)
+        at a time, so the small ones wait at most one step, and stop as soon as they are
+        known to be over ``max_tokens_per_request`` (a bound from the text's size tells when
+        they cannot be, before any tokenizing).
+        """
         self._require_ready()
         assert self.reranker is not None and self._prep is not None
-        call = functools.partial(self._prepare_locked, query, documents, **kwargs)
+        engine = self.reranker.engine
+        lane = self._prep
         try:
             size = len(query) + sum(len(d) for d in documents if isinstance(d, str))
-            # Small requests tokenize inline (well under a millisecond): two thread hand-offs
-            # cost more than that on a busy CPU. Big ones go to the helper thread so the
-            # event loop stays responsive.
-            if size <= INLINE_PREPARE_CHARS and self._prep_lock.acquire(blocking=False):
-                try:
-                    prepared = self.reranker.engine.prepare(query, documents, **kwargs)
-                finally:
-                    self._prep_lock.release()
+            if size <= INLINE_PREPARE_CHARS:
+                if self._prep_lock.acquire(blocking=False):
+                    try:
+                        prepared = engine.prepare(query, documents, **kwargs)
+                    finally:
+                        self._prep_lock.release()
+                else:
+                    call = functools.partial(engine.prepare, query, documents, **kwargs)
+                    prepared = await asyncio.wrap_future(lane.submit(call, urgent=True))
             else:
-                prepared = await asyncio.get_running_loop().run_in_executor(self._prep, call)
-        except TypeError as exc:  # the engine names the bad field/index
-            raise InvalidInputError(str(exc)) from None
-        except RuntimeError as exc:  # executor shut down under us
+                prepared = await self._prepare_in_steps(lane, query, documents, **kwargs)
+        except RuntimeError as exc:  # the lane shut down under us
             raise ServiceUnavailableError(f"the service is shutting down ({exc})") from None
         self._check_tokens(prepared.num_tokens)
         return prepared
 
-    def _prepare_locked(self, query: str, documents: Sequence[str], **kwargs: Any):
+    async def _prepare_in_steps(
+        self, lane: PrepareLane, query: str, documents: Sequence[str], **kwargs: Any
+    ):
         assert self.reranker is not None
-        with self._prep_lock:  # tokenizers are not safe to call from two threads at once
-            return self.reranker.engine.prepare(query, documents, **kwargs)
+        engine = self.reranker.engine
+        bound_kwargs = {k: kwargs[k] for k in ("instruction", "long_document") if k in kwargs}
+        guard = engine.token_upper_bound(query, documents, **bound_kwargs) > (
+            self.settings.max_tokens_per_request
+        )
+        steps = engine.prepare_steps(query, documents, **kwargs)
+        finished: list[PreparedRequest] = []
+        self._preparing += 1
+
+        def step() -> int | None:
+            try:
+                return next(steps)
+            except StopIteration as done:
+                finished.append(done.value)
+                return None
+
+        try:
+            while True:
+                tokens = await asyncio.wrap_future(lane.submit(step))
+                if tokens is None:
+                    return finished[0]
+                if guard:
+                    self._check_tokens(tokens, at_least=True)
+        finally:
+            self._preparing -= 1
+            # Stopped early (limit, cancelled) the rest is never tokenized. The generator may
+            # still be running its last step on the lane: close it there, after that step.
+            with contextlib.suppress(RuntimeError):
+                lane.submit(steps.close, urgent=True)
 
     async def _submit(self, items) -> list[float]:
         self._require_ready()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
@@ -21,6 +21,13 @@ from finerank.errors import InvalidInputError
 from finerank.models.base import Backend, EncodedPair, Pack
 
 LongDocumentMode = Literal["truncate", "chunk"]
+
+# Characters of text tokenized per step of ScoringEngine.prepare_steps (~0.1 s on one core).
+STEP_CHARS = 32_768
+# More tokens than any template (system prompt, instruction and query markers, special
+# tokens) adds to a pair, and fewer than the smallest window a chunked document gets.
+_TEMPLATE_TOKENS = 64
+_MIN_WINDOW_TOKENS = 32
 
 # Requests with more document text than this (characters) are scored in slices, the next
 # slice being tokenized on a background thread while the current one runs on the model.
@@ -145,6 +152,42 @@ class ScoringEngine:
         max_tokens_per_doc: int | None = None,
     ) -> PreparedRequest:
         """Validate and tokenize one request (no model call)."""
+        steps = self.prepare_steps(
+            query,
+            documents,
+            instruction=instruction,
+            long_document=long_document,
+            max_tokens_per_doc=max_tokens_per_doc,
+        )
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+
+    def prepare_steps(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        instruction: str | None = None,
+        long_document: LongDocumentMode = "truncate",
+        max_tokens_per_doc: int | None = None,
+        step_chars: int = STEP_CHARS,
+    ) -> Generator[int, None, PreparedRequest]:
+        """:meth:`prepare` in bounded steps, for callers that serve others in between.
+
+        Each ``next()`` tokenizes about ``step_chars`` characters and yields a lower bound of
+        the request's final token count (exact so far in ``truncate`` mode; the document
+        tokens read so far in ``chunk`` mode, every one of which lands in some window). A
+        caller over its token limit stops there: a huge ``chunk`` request costs what the limit
+        allows, not what was sent. The return value is :meth:`prepare`'s, to the token.
+
+        Example:
+            >>> steps = engine.prepare_steps("q", [huge], long_document="chunk")  # doctest: +SKIP
+            >>> next(steps)  # tokens read so far  # doctest: +SKIP
+            16384
+        """
         if not isinstance(query, str):
             raise InvalidInputError(f"query must be a string, got {type(query).__name__}")
         if instruction is not None and not isinstance(instruction, str):
@@ -161,9 +204,21 @@ class ScoringEngine:
         if not docs:
             return PreparedRequest([], [], [], [], chunked=long_document == "chunk")
         if long_document == "truncate":
-            items = self.backend.encode(query, docs, instruction, max_tokens_per_doc)
+            items: list[EncodedPair] = []
+            tokens = 0
+            # A truncated pair reads at most about this many characters of its text.
+            read = 8 * self.backend.max_length + len(query) + len(instruction or "")
+            for group in _groups(docs, step_chars, weight=lambda doc: min(len(doc), read)):
+                encoded = self.backend.encode(query, group, instruction, max_tokens_per_doc)
+                items.extend(encoded)
+                tokens += sum(len(item.ids) for item in encoded)
+                yield tokens
             return PreparedRequest(docs, items, list(range(len(docs))), [None] * len(docs))
-        return self._prepare_chunked(query, docs, instruction, max_tokens_per_doc)
+        return (
+            yield from self._prepare_chunked(
+                query, docs, instruction, max_tokens_per_doc, step_chars
+            )
+        )
 
     def _prepare_chunked(
         self,
@@ -171,8 +226,9 @@ class ScoringEngine:
         docs: list[str],
         instruction: str | None,
         max_tokens_per_doc: int | None,
-    ) -> PreparedRequest:
-        from finerank.engine.chunking import split_windows
+        step_chars: int,
+    ) -> Generator[int, None, PreparedRequest]:
+        from finerank.engine.chunking import token_offsets, window_spans
 
         window = self.backend.document_budget(query, instruction)
         if max_tokens_per_doc is not None:
@@ -180,15 +236,55 @@ class ScoringEngine:
         texts: list[str] = []
         owners: list[int] = []
         spans: list[tuple[int, int] | None] = []
+        read, unreported = 0, 0
         for index, doc in enumerate(docs):
-            for start, end in split_windows(
-                self.backend.tokenizer, doc, window_tokens=window, overlap=self.chunk_overlap
+            offsets: list[tuple[int, int]] = []
+            for part in token_offsets(self.backend.tokenizer, doc, slice_chars=step_chars):
+                offsets.extend(part)
+                read += len(part)
+                unreported += (part[-1][1] - part[0][0]) if part else 0
+                if unreported >= step_chars:
+                    unreported = 0
+                    yield read
+            for start, end in window_spans(
+                offsets, len(doc), window_tokens=window, overlap=self.chunk_overlap
             ):
                 texts.append(doc[start:end])
                 owners.append(index)
                 spans.append((start, end))
-        items = self.backend.encode(query, texts, instruction, None)
+        yield read
+        items: list[EncodedPair] = []
+        tokens = 0
+        for group in _groups(texts, step_chars, weight=len):
+            encoded = self.backend.encode(query, group, instruction, None)
+            items.extend(encoded)
+            tokens += sum(len(item.ids) for item in encoded)
+            yield max(read, tokens)
         return PreparedRequest(docs, items, owners, spans, chunked=True)
+
+    def token_upper_bound(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        instruction: str | None = None,
+        long_document: LongDocumentMode = "truncate",
+    ) -> float:
+        """A bound on :meth:`prepare`'s token count from the text's size alone (no
+        tokenizing): a token covers at least one UTF-8 byte, a pair is at most
+        ``max_length`` tokens. ``inf`` for ``chunk`` documents longer than the smallest
+        window, whose number of windows only tokenizing can tell.
+        """
+        overhead = _TEMPLATE_TOKENS + _utf8_bytes(query) + _utf8_bytes(instruction or "")
+        bound = 0.0
+        for document in documents:
+            if not isinstance(document, str):
+                return math.inf
+            size = _utf8_bytes(document)
+            if long_document == "chunk" and size > _MIN_WINDOW_TOKENS:
+                return math.inf
+            bound += min(self.backend.max_length, overhead + size)
+        return bound
 
     # ---- execution -----------------------------------------------------------------------
     def plan(self, items: Sequence[EncodedPair]) -> list[Pack]:
@@ -264,6 +360,24 @@ def _slices(docs: list[str], slice_chars: int) -> list[tuple[int, int]]:
     if start < len(docs) or not slices:
         slices.append((start, len(docs)))
     return slices
+
+
+def _groups(texts: list[str], size: int, *, weight) -> Iterator[list[str]]:
+    """Consecutive groups of ``texts`` whose ``weight`` adds up to about ``size``."""
+    group: list[str] = []
+    total = 0
+    for text in texts:
+        group.append(text)
+        total += weight(text)
+        if total >= size:
+            yield group
+            group, total = [], 0
+    if group:
+        yield group
+
+
+def _utf8_bytes(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
 def _subpack(members) -> Pack:

@@ -76,7 +76,7 @@ def encode_qwen3_pairs(
     head = format_body(query, "", instruction)
     budget = template.body_budget
     if max_doc_tokens is not None:
-        overhead = len(tokenizer(head)["input_ids"])
+        overhead = len(encode_truncated(tokenizer, [head], budget + 1)[0])
         budget = min(budget, overhead + max_doc_tokens)
     encoded = encode_truncated(tokenizer, [head + doc for doc in documents], budget)
     key = (query, instruction)
@@ -503,9 +503,12 @@ class Qwen3RerankerBackend:
 
     def document_budget(self, query: str, instruction: str | None) -> int:
         """Document tokens that fit beside the template, instruction and query."""
-        overhead = len(self.tokenizer(format_body(query, "", instruction))["input_ids"])
+        budget = self.template.body_budget
+        # at most budget + 1 tokens of a huge query are read: past that the answer is 32
+        head = format_body(query, "", instruction)
+        overhead = len(encode_truncated(self.tokenizer, [head], budget + 1)[0])
         # a few tokens of slack: a window re-tokenized after "<Document>: " may merge differently
-        return max(32, self.template.body_budget - overhead - 4)
+        return max(32, budget - overhead - 4)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])

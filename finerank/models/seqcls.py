@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from finerank.errors import ModelLoadError
+from finerank.errors import InvalidInputError, ModelLoadError
 from finerank.models.base import EncodedPair, Pack
-from finerank.models.qwen3 import build_template, encode_qwen3_pairs
+from finerank.models.qwen3 import build_template, encode_qwen3_pairs, encode_truncated
 from finerank.models.template import format_body
 
 
@@ -68,6 +68,11 @@ class SeqClsBackend:
             return encode_qwen3_pairs(
                 self.tokenizer, self.template, query, documents, instruction, max_doc_tokens
             )
+        if query and documents:
+            self._check_query(query)
+        # Truncation below keeps at most max_length tokens of a document: hand it no more text
+        # than holds them (a huge document is not tokenized in full).
+        documents = [self._bounded(doc, max_doc_tokens or self.max_length) for doc in documents]
         if max_doc_tokens is not None:
             documents = [self._cut(doc, max_doc_tokens) for doc in documents]
         encoded = self.tokenizer(
@@ -89,6 +94,23 @@ class SeqClsBackend:
         self._segment_b_start.move_to_end(ids)
         while len(self._segment_b_start) > 65536:
             self._segment_b_start.popitem(last=False)
+
+    def _check_query(self, query: str) -> None:
+        """The query must leave room for a document ("only_second" truncation cuts only it)."""
+        room = self.max_length - self.tokenizer.num_special_tokens_to_add(pair=True) - 1
+        tokens = self.count_tokens(self._bounded(query, self.max_length))
+        if tokens > room:
+            raise InvalidInputError(
+                f"the query is too long for this model: more than {room} tokens, and it reads "
+                f"at most {self.max_length} tokens per (query, document) pair; shorten the query"
+            )
+
+    def _bounded(self, text: str, max_tokens: int) -> str:
+        if len(text) <= 8 * max_tokens + 256:  # short: cheaper to tokenize than to check
+            return text
+        from finerank.engine.chunking import safe_prefix
+
+        return safe_prefix(self.tokenizer, text, max_tokens)
 
     def _cut(self, document: str, max_tokens: int) -> str:
         encoded = self.tokenizer(document, add_special_tokens=False, return_offsets_mapping=True)
@@ -125,9 +147,12 @@ class SeqClsBackend:
     def document_budget(self, query: str, instruction: str | None) -> int:
         """Document tokens that fit beside the query (and template, for Qwen3 conversions)."""
         if self.is_qwen3:
-            overhead = len(self.tokenizer(format_body(query, "", instruction))["input_ids"])
-            return max(32, self.template.body_budget - overhead - 4)
-        overhead = self.count_tokens(query) + self.tokenizer.num_special_tokens_to_add(pair=True)
+            budget = self.template.body_budget
+            head = format_body(query, "", instruction)
+            overhead = len(encode_truncated(self.tokenizer, [head], budget + 1)[0])
+            return max(32, budget - overhead - 4)
+        overhead = self.count_tokens(self._bounded(query, self.max_length))
+        overhead += self.tokenizer.num_special_tokens_to_add(pair=True)
         return max(32, self.max_length - overhead - 2)
 
     def count_tokens(self, text: str) -> int:
