@@ -104,6 +104,7 @@ def create_app(
         service = runtime.rerank
         service.add_batch_listener(metrics.observe_batch)
         metrics.queue_depth.set_function(lambda: service.queued_pairs)
+        metrics.preparing.set_function(lambda: service.preparing)
         metrics.dropped_pairs.set_function(
             lambda: service.scheduler.dropped_pairs if service.scheduler is not None else 0
         )

@@ -81,6 +81,11 @@ class ServerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.preparing = Gauge(
+            "finerank_preparing_requests",
+            "Big requests being tokenized (in steps, small ones go first)",
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "finerank_queue_depth_pairs", "Pairs waiting for the model", registry=r
         )

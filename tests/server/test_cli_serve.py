@@ -78,6 +78,15 @@ class Server:
             time.sleep(0.05)
         raise AssertionError(f"{name} never reached {at_least}")
 
+    def wait_model_busy(self) -> None:
+        """Until a big request in flight is tokenized and its pairs hold the model (big
+        requests are tokenized in steps, and requests sent before that would go first)."""
+        self.wait_metric("finerank_preparing_requests", 1)
+        deadline = time.monotonic() + 120
+        while self.metrics().get("finerank_preparing_requests", 0.0) > 0:
+            assert time.monotonic() < deadline, "the big request was never tokenized"
+            time.sleep(0.02)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -197,8 +206,9 @@ def test_a_disconnecting_client_frees_its_queued_work(server):
         )
     )
     worker.start()
-    # In flight: the heavy request and our own /metrics call.
+    # In flight: the heavy request and our own /metrics call; then it holds the model.
     server.wait_metric("finerank_in_flight_requests", 2)
+    server.wait_model_busy()
     queued_before = server.metrics()["finerank_dropped_pairs"]
     body = json.dumps({"query": "leaving soon", "documents": _long_docs(50, 10)}).encode()
     port = int(server.url.rsplit(":", 1)[1])
@@ -317,6 +327,7 @@ def test_sigterm_answers_in_flight_requests_then_exits(server, qwen3_reranker):
     heavy = threading.Thread(target=call, args=("heavy", _long_docs(1000, 40)))
     heavy.start()
     server.wait_metric("finerank_in_flight_requests", 2)
+    server.wait_model_busy()
     threads = [threading.Thread(target=call, args=(q, docs)) for q in queries]
     for thread in threads:
         thread.start()
