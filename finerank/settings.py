@@ -95,6 +95,9 @@ class Settings(BaseSettings):
         2_000_000, ge=1, description="Tokens per request, template included."
     )
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="Request body size.")
+    body_timeout_s: float = Field(
+        60.0, gt=0.0, description="Time a request body may take to arrive before `408`."
+    )
     max_queue_pairs: int = Field(20_000, ge=1, description="Pairs waiting before `429`.")
     batch_wait_ms: float = Field(
         2.0, ge=0.0, description="Wait to fill a batch across requests (only under load)."

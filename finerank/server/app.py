@@ -181,6 +181,7 @@ def create_app(
         ObservedApp,
         metrics=metrics,
         max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
         error_response=error_response,
     )
     return app

@@ -7,7 +7,9 @@ Every error body has one shape::
      "detail": "too many documents: ..."}
 
 Domain errors (:mod:`finerank.errors`) map to a status by class; request validation errors
-become 422 (400 for malformed JSON); anything unexpected is a 500 whose body hides internals.
+become 422 (400 for malformed JSON). Bad input is an :class:`~finerank.errors.InvalidInputError`
+wherever it is found; a bare ``ValueError`` / ``TypeError`` (or anything else) is a bug: a 500
+whose body hides internals, logged with its traceback.
 """
 
 from __future__ import annotations
@@ -45,9 +47,6 @@ DOMAIN_STATUS: tuple[tuple[type[Exception], int, str], ...] = (
     (ModelLoadError, 503, "model_unavailable"),
     (InvalidInputError, 400, "invalid_request"),
     (FinerankError, 400, "invalid_request"),
-    # The engine and other routers signal bad input with TypeError / ValueError.
-    (TypeError, 400, "invalid_request"),
-    (ValueError, 400, "invalid_request"),
 )
 
 _HTTP_TYPES = {
@@ -86,7 +85,7 @@ def error_response(
 
 
 def exception_response(exc: Exception) -> JSONResponse:
-    """Map a domain (or bad-input) exception to its response; unknown ones to a 500."""
+    """Map a domain exception to its response; anything else is a bug: a logged 500."""
     for cls, status, error_type in DOMAIN_STATUS:
         if isinstance(exc, cls):
             extra: dict[str, Any] = {}
@@ -147,7 +146,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _gone(_: Request, exc: ClientDisconnectedError) -> JSONResponse:
         return error_response(499, "client closed the request")
 
-    for cls in (FinerankError, TypeError, ValueError, Exception):
+    for cls in (FinerankError, Exception):
 
         @app.exception_handler(cls)
         async def _domain(_: Request, exc: Exception) -> JSONResponse:

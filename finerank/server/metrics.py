@@ -1,4 +1,5 @@
-"""Prometheus metrics and the ASGI middleware that records them (and enforces the body limit).
+"""Prometheus metrics and the ASGI middleware that records them (and enforces the body limits:
+its size, and the time it may take to arrive).
 
 Each app gets its own ``CollectorRegistry`` so several apps can live in one process (tests).
 
@@ -11,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -152,8 +154,24 @@ class _BodyTooLarge(HTTPException):
         self.extra = {"limit": "max_body_bytes", "limit_value": limit, "value": value}
 
 
+class _BodyTimedOut(HTTPException):
+    def __init__(self, timeout_s: float, received: int):
+        super().__init__(
+            408,
+            f"request body not received within body_timeout_s={timeout_s:g} s "
+            f"({received} bytes arrived); send the whole body at once",
+        )
+        self.extra = {"limit": "body_timeout_s", "limit_value": timeout_s, "value": received}
+        # The rest of the body is never read: the connection cannot be reused.
+        self.headers = {"Connection": "close"}
+
+
 class ObservedApp:
-    """ASGI middleware: request count/latency/in-flight metrics and the body-size limit.
+    """ASGI middleware: request count/latency/in-flight metrics and the body limits.
+
+    A body must arrive within ``body_timeout_s`` of the request's start (whatever the pace of
+    its pieces), else the request is answered ``408`` and the connection closed: a client that
+    never finishes sending cannot hold a request (and its memory) open forever.
 
     The route label is the matched route's path template (bounded cardinality); requests that
     match no route are labelled ``unmatched``.
@@ -165,10 +183,12 @@ class ObservedApp:
         metrics: ServerMetrics,
         max_body_bytes: int,
         error_response: Callable[..., object],
+        body_timeout_s: float = 60.0,
     ):
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
         self.error_response = error_response
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -193,7 +213,7 @@ class ObservedApp:
                 response = self.error_response(413, exc.detail, **exc.extra)
                 await response(scope, receive, send_observed)  # type: ignore[operator]
                 return
-            await self.app(scope, self._limited(receive), send_observed)
+            await self.app(scope, self._limited(receive, started), send_observed)
         finally:
             self.metrics.in_flight.dec()
             route = scope.get("route")
@@ -201,17 +221,28 @@ class ObservedApp:
             self.metrics.requests.labels(route=label, status=str(status)).inc()
             self.metrics.latency.labels(route=label).observe(time.perf_counter() - started)
 
-    def _limited(self, receive: Receive) -> Receive:
+    def _limited(self, receive: Receive, started: float) -> Receive:
         limit = self.max_body_bytes
+        timeout_s = self.body_timeout_s
+        deadline = started + timeout_s
         seen = 0
+        complete = False
 
         async def receive_limited() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, complete
+            if complete:  # past the body: only the disconnect is left to wait for
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), deadline - time.perf_counter())
+            except TimeoutError:
+                raise _BodyTimedOut(timeout_s, seen) from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
                     raise _BodyTooLarge(limit, seen)
+                complete = not message.get("more_body", False)
+            else:
+                complete = True
             return message
 
         return receive_limited
