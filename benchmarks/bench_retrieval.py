@@ -7,19 +7,23 @@ One command runs everything and writes ``benchmarks/results/<date>-retrieval/`` 
     python benchmarks/bench_retrieval.py --quick         # CI-size: a few thousand chunks
 
 Corpus: the STARD statute corpus (10,414 articles) and the PRC law articles, then synthetic
-articles of the same length distribution drawn from their analyzed vocabulary (unigram
-frequencies), with a ``group`` metadata field of 10 values for filtered queries. Queries:
+articles made of their clauses drawn at random (as many clauses as a random real article:
+the real lengths, unigram and bigram frequencies), with a ``group`` metadata field of 10
+values for filtered queries. Queries:
 STARD's layperson questions (BM25 query vectors through finerank's analyzer) and random unit
 vectors as dense queries; dense document vectors are random unit vectors too.
 
 Per size and store, each in a fresh process (so RSS is the store's alone):
 
 - ``ingest bm25`` (Edge only, sizes up to ``--tokenize-max``): ``ingest_documents`` end to
-  end, BM25 only: chunking, analysis (jieba, parallel), upserts, ``optimize()``;
+  end, BM25 only: chunking, analysis (worker processes), upserts, ``optimize()``;
 - ``ingest vectors``: points with precomputed sparse + dense vectors, upserted and optimized;
 - ``query``: open the store, then p50/p95 latency of single queries (bm25, dense, hybrid,
   filtered bm25, filtered hybrid; ``limit`` 100), batch queries/s (``query_batch`` of 64),
-  RSS after the queries, disk size.
+  RSS after the queries, disk size;
+- ``breakdown`` (BM25-only collections, ``--no-breakdown`` skips it): CPU time of each ingest
+  stage (chunking, analysis, vectors, Edge writes, optimize) and of each part of a BM25 query
+  (analyzer, Qdrant's search, payload fetch, payloads to Python, the store's own code).
 
 The first store (qdrant-client local mode, ``ClientStore.local``) runs the same phases up to
 ``--old-max`` chunks with a time budget per mode. ``--parity`` also compares BM25 on all 225
@@ -36,6 +40,7 @@ import json
 import multiprocessing
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -114,8 +119,26 @@ def real_articles(data: Path) -> list[str]:
     return texts
 
 
+_CLAUSE = re.compile(r".+?(?:[，。；：！？、\n]+|$)", re.S)
+
+
+def clauses(text: str) -> list[str]:
+    """``text`` cut after its Chinese punctuation; each piece ends in punctuation (a final
+    one gets a 。), so the analyzer's terms of pieces joined are their terms in order."""
+    pieces = [piece for piece in _CLAUSE.findall(text) if piece.strip()]
+    if pieces and not re.search(r"[，。；：！？、\n]$", pieces[-1]):
+        pieces[-1] += "。"
+    return pieces
+
+
 class Corpus:
-    """``size`` articles: the real ones, then synthetic ones from their vocabulary."""
+    """``size`` articles: the real ones, then synthetic ones made of their clauses.
+
+    A synthetic article has as many clauses as a real article drawn at random, each clause
+    drawn from all the real articles' clauses: term frequencies (unigrams *and* bigrams),
+    lengths and the share of function words are those of the real corpus, and each article's
+    analyzed terms are known without analyzing it (its clauses' terms, joined).
+    """
 
     def __init__(self, data: Path, size: int, seed: int = 0):
         from finerank.retrieval.bm25 import analyze
@@ -123,13 +146,12 @@ class Corpus:
         real = real_articles(data)
         self.size = size
         self.real = real[:size]
-        # the vocabulary and lengths of up to 3,000 real articles (fewer for a tiny run)
-        analyzed = [analyze(text) for text in real[: min(len(real), max(size, 500), 3000)]]
-        vocabulary = Counter(term for terms in analyzed for term in terms)
-        self.terms = list(vocabulary)
-        weights = np.array([vocabulary[t] for t in self.terms], dtype=np.float64)
-        self.cdf = np.cumsum(weights / weights.sum())
-        self.lengths = np.array([max(1, len(terms)) for terms in analyzed])
+        # the clauses of every real article (of up to 3,000 for a tiny run)
+        source = real if size > len(real) else real[: min(len(real), max(size, 500), 3000)]
+        split = [clauses(text) for text in source]
+        self.clause_counts = np.array([max(1, len(pieces)) for pieces in split])
+        self.clauses = [piece for pieces in split for piece in pieces]
+        self.clause_terms = [analyze(piece) for piece in self.clauses]
         self.seed = seed
 
     def batches(self, batch: int, *, texts: bool = True):
@@ -140,30 +162,18 @@ class Corpus:
         for first in range(0, self.size, batch):
             count = min(batch, self.size - first)
             real = max(0, min(count, len(self.real) - first))
-            lengths = rng.choice(self.lengths, size=count - real)
-            picks = np.searchsorted(self.cdf, rng.random(int(lengths.sum())), side="right")
-            picks = np.minimum(picks, len(self.terms) - 1)
+            lengths = rng.choice(self.clause_counts, size=count - real)
+            picks = rng.integers(0, len(self.clauses), size=int(lengths.sum()))
             texts = list(self.real[first : first + real])
             terms_of: list[list[str] | None] = [None] * real
             offset = 0
             for length in lengths:
-                words = [self.terms[j] for j in picks[offset : offset + length]]
+                chosen = picks[offset : offset + length]
                 offset += length
-                terms_of.append(words)
-                texts.append(_sentence(words) if build else "")
+                terms_of.append([term for j in chosen for term in self.clause_terms[j]])
+                texts.append("".join(self.clauses[j] for j in chosen) if build else "")
             groups = [f"g{(first + i) % GROUPS}" for i in range(count)]
             yield first, texts, groups, terms_of
-
-
-def _sentence(words: list[str]) -> str:
-    parts = []
-    for index, word in enumerate(words):
-        if parts and (word.isascii() or parts[-1][-1:].isascii()):
-            parts.append(" ")
-        parts.append(word)
-        if index % 8 == 7:
-            parts.append("，")
-    return "".join(parts) + "。"
 
 
 def queries(data: Path, count: int) -> list[str]:
@@ -364,6 +374,126 @@ def phase_query(
     }
 
 
+BREAKDOWN_MAX_CHUNKS = 20_000  # the serial ingest breakdown runs on this many chunks at most
+
+
+def _cpu_per_item_us(function, count: int) -> tuple[Any, float]:
+    started = time.process_time()
+    value = function()
+    return value, (time.process_time() - started) / max(count, 1) * 1e6
+
+
+def phase_breakdown(data: Path, size: int, path: Path, count: int) -> dict[str, Any]:
+    """Where the time goes, in CPU time, each stage on its own in this one process.
+
+    Ingest (BM25 only, the first ``BREAKDOWN_MAX_CHUNKS`` chunks, serially, no workers):
+    chunking, analysis, BM25 vectors, Edge writes (conversion + update), ``optimize()``.
+    Query (the BM25-only collection at ``path``, ``count`` STARD questions): the analyzer,
+    Qdrant Edge's sparse search without payloads, the payload fetch, the payloads' conversion
+    to Python, and the store's own code around them (``store.query`` minus the rest).
+    """
+    import qdrant_edge as q
+
+    from finerank.retrieval.bm25 import Bm25Encoder, analyze
+    from finerank.retrieval.bm25_pool import count_terms
+    from finerank.retrieval.chunkers import Document, get_chunker
+    from finerank.retrieval.ingest import build_points, chunk_records
+    from finerank.retrieval.segmentation import _load
+    from finerank.retrieval.store import CollectionSpec, StoreQuery
+    from finerank.retrieval.store.edge import SPARSE
+
+    _load()  # the segmenter's dictionary is not part of any stage
+    load = load_average()
+    corpus = Corpus(data, min(size, BREAKDOWN_MAX_CHUNKS))
+    documents = [
+        Document(f"bench#{first + i}", text, {"group": group}, f"bench/{(first + i) // 1000}.jsonl")
+        for first, texts, groups, _ in corpus.batches(10_000)
+        for i, (text, group) in enumerate(zip(texts, groups, strict=True))
+    ]
+    chunker = get_chunker("window")
+    records, chunking = _cpu_per_item_us(
+        lambda: [r for d in documents for r in chunk_records(d, chunker)], len(documents)
+    )
+    n = len(records)
+    counts, analysis = _cpu_per_item_us(lambda: [count_terms(r.indexed_text) for r in records], n)
+    encoder = Bm25Encoder(max(1.0, sum(c.length for c in counts) / n))
+    batches = range(0, n, 512)
+    points, vectors = _cpu_per_item_us(
+        lambda: [
+            build_points(records[i : i + 512], encoder, None, counts[i : i + 512]) for i in batches
+        ],
+        n,
+    )
+    scratch = path.parent / f"{path.name}-breakdown"
+    store = open_store("edge", scratch)
+    store.create("bench", CollectionSpec(None, None, chunker.config(), encoder.avg_doc_length))
+    _, writes = _cpu_per_item_us(lambda: [store.upsert("bench", batch) for batch in points], n)
+    _, optimize = _cpu_per_item_us(lambda: store.optimize("bench"), n)
+    store.close()
+    shutil.rmtree(scratch, ignore_errors=True)
+    ingest = {
+        "chunks": n,
+        "chunking_us": chunking,
+        "analysis_us": analysis,
+        "vectors_us": vectors,
+        "edge_writes_us": writes,
+        "optimize_us": optimize,
+        "total_us": chunking + analysis + vectors + writes + optimize,
+    }
+
+    texts = queries(data, count)
+    for text in texts[:10]:
+        analyze(text)
+    sparse = [Bm25Encoder.query_vector(text) for text in texts]
+    store = open_store("edge", path)
+    store.info("bench")
+    shard = store._shard("bench")
+
+    def raw(vector, payload: bool):
+        query = q.Query.Nearest(q.SparseVector(vector.indices, vector.values), using=SPARSE)
+        return shard.query(q.QueryRequest(limit=100, query=query, with_payload=payload))
+
+    stages: dict[str, list[float]] = {
+        k: [] for k in ("analyzer", "ids", "payload", "convert", "store")
+    }
+    for vector in sparse[:10]:  # warm-up
+        raw(vector, True)
+    for text, vector in zip(texts, sparse, strict=True):  # interleaved: the same load for all
+        c0 = time.process_time()
+        Bm25Encoder.query_vector(text)
+        c1 = time.process_time()
+        raw(vector, False)
+        c2 = time.process_time()
+        points_ = raw(vector, True)
+        c3 = time.process_time()
+        [point.payload for point in points_]  # noqa: B018 - the conversion is the point
+        c4 = time.process_time()
+        store.query_batch("bench", [StoreQuery("bm25", 100, vector, None, None)])
+        c5 = time.process_time()
+        for key, value in zip(stages, (c1 - c0, c2 - c1, c3 - c2, c4 - c3, c5 - c4), strict=True):
+            stages[key].append(value * 1000)
+    store.close()
+    p50 = {key: statistics.median(values) for key, values in stages.items()}
+    glue = [
+        store_ms - payload_ms - convert_ms
+        for store_ms, payload_ms, convert_ms in zip(
+            stages["store"], stages["payload"], stages["convert"], strict=True
+        )
+    ]
+    query = {
+        "queries": len(texts),
+        "terms_p50": statistics.median(len(v.indices) for v in sparse),
+        "analyzer_ms": p50["analyzer"],
+        "search_ms": p50["ids"],
+        "payload_fetch_ms": p50["payload"] - p50["ids"],
+        "payload_convert_ms": p50["convert"],
+        "store_glue_ms": statistics.median(glue),
+        "store_query_ms": p50["store"],
+        "service_bm25_ms": p50["analyzer"] + p50["store"],
+    }
+    return {"phase": "breakdown", "ingest": ingest, "query": query, "load": load}
+
+
 def phase_parity(data: Path, path: Path) -> dict[str, Any]:
     """BM25 on Cranfield, all 225 queries: Edge vs the first store."""
     from finerank.retrieval.chunkers import get_chunker
@@ -503,6 +633,48 @@ def summarize(results: dict[str, Any]) -> str:
     value = ", ".join(f"{x:.0f}" for x in ingest) or "not run"
     met = "-" if not ingest else ("yes" if min(ingest) >= INGEST_TARGET else "no")
     lines.append(f"| BM25-only ingest >= {INGEST_TARGET:.0f} chunks/s | {value} | {met} |")
+    breakdowns = [
+        (run["size"], run["breakdown"]) for run in results["runs"] if run.get("breakdown")
+    ]
+    if breakdowns:
+        lines += [
+            "",
+            "## Where the time goes (CPU time, each stage alone, one process)",
+            "",
+            "Ingest, BM25 only, per chunk (serially, on at most "
+            f"{BREAKDOWN_MAX_CHUNKS:,} chunks; ingest runs the analysis in worker processes):",
+            "",
+            "| chunks | chunking us | analysis us | vectors us | Edge writes us | optimize us "
+            "| total us | chunks/CPU-s | load1 |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for size, row in breakdowns:
+            i = row["ingest"]
+            lines.append(
+                f"| {i['chunks']:,} (of {size:,}) | {i['chunking_us']:.0f} "
+                f"| {i['analysis_us']:.0f} "
+                f"| {i['vectors_us']:.0f} | {i['edge_writes_us']:.0f} | {i['optimize_us']:.0f} "
+                f"| {i['total_us']:.0f} | {1e6 / i['total_us']:.0f} | {row['load']['load1']:.1f} |"
+            )
+        lines += [
+            "",
+            "BM25 query (limit 100), p50 per stage in ms: the analyzer, Qdrant Edge's sparse "
+            "search alone, the payload fetch, the payloads' conversion to Python dicts, the "
+            "store's own code (`store.query` minus those):",
+            "",
+            "| chunks | terms | analyzer | search | payload fetch | payload to Python | store "
+            "code | store.query | analyzer + store.query | load1 |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for size, row in breakdowns:
+            r = row["query"]
+            lines.append(
+                f"| {size:,} | {r['terms_p50']:.0f} | {r['analyzer_ms']:.3f} | "
+                f"{r['search_ms']:.3f} | {r['payload_fetch_ms']:.3f} | "
+                f"{r['payload_convert_ms']:.3f} | {r['store_glue_ms']:.3f} | "
+                f"{r['store_query_ms']:.3f} | {r['service_bm25_ms']:.3f} | "
+                f"{row['load']['load1']:.1f} |"
+            )
     parity = results.get("parity")
     if parity:
         lines += [
@@ -601,6 +773,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--stores", default="edge,local-mode")
     parser.add_argument("--parity", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--breakdown",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="CPU time per ingest and query stage (BM25-only collections)",
+    )
     parser.add_argument("--quick", action="store_true", help="CI-size run (1,000 and 3,000)")
     parser.add_argument("--data", type=Path, default=DATA, help="shared data directory")
     parser.add_argument("--work", type=Path, default=None, help="scratch dir [a temp dir]")
@@ -659,6 +837,10 @@ def main(argv: list[str] | None = None) -> Path:
                     run["query"] = run_phase(
                         phase_query, store, args.data, path, None, args.queries, args.budget
                     )
+                    if args.breakdown:
+                        run["breakdown"] = run_phase(
+                            phase_breakdown, args.data, size, path, args.queries
+                        )
                     print(json.dumps(run), flush=True)
                     results["runs"].append(run)
                     save()
