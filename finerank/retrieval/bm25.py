@@ -30,9 +30,12 @@ import math
 import re
 import unicodedata
 import zlib
+from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from finerank.retrieval import segmentation
 
@@ -144,6 +147,10 @@ class Bm25Encoder:
         ids are ``indices`` (sorted) with term frequencies ``frequencies``."""
         norm = self.k1 * (1 - self.b + self.b * length / max(self.avg_doc_length, 1e-9))
         k1 = self.k1 + 1
+        if isinstance(frequencies, array):  # bm25_pool's packed counts: the same float64 ops
+            tf = np.frombuffer(frequencies, dtype=f"u{frequencies.itemsize}").astype(np.float64)
+            ids = indices.tolist() if isinstance(indices, array) else list(indices)
+            return SparseVector(ids, (tf * k1 / (tf + norm)).tolist())
         return SparseVector(list(indices), [tf * k1 / (tf + norm) for tf in frequencies])
 
     @staticmethod

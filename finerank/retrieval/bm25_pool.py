@@ -20,12 +20,15 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import zlib
 from array import array
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
-from finerank.retrieval.bm25 import analyze, token_id
+from finerank.retrieval.bm25 import analyze
+
+_crc32 = zlib.crc32
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +48,7 @@ class TermCounts(NamedTuple):
 def count_terms(text: str) -> TermCounts:
     terms = analyze(text)
     counts = Counter(terms)
-    ids = [token_id(term) for term in counts]
+    ids = list(map(_crc32, map(str.encode, counts)))  # token_id of each, without the calls
     if len(set(ids)) == len(ids):
         pairs = sorted(zip(ids, counts.values(), strict=True))
     else:  # two terms with the same CRC-32: one id, their frequencies added

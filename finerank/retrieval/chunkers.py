@@ -161,11 +161,11 @@ class WindowChunker:
         """Window spans over ``text[start:end]``."""
         units: list[tuple[int, int, int]] = []  # (start, end, tokens)
         for s, e in sentence_spans(text, start, end):
-            tokens = token_spans(text[s:e])
-            if len(tokens) <= self.max_tokens:
-                units.append((s, e, max(1, len(tokens))))
+            count = len(_TOKEN.findall(text, s, e))  # spans only for a sentence to split
+            if count <= self.max_tokens:
+                units.append((s, e, max(1, count)))
             else:
-                units.extend(self._split_long(text, s, tokens))
+                units.extend(self._split_long(text, s, token_spans(text[s:e])))
         overlap_tokens = int(self.overlap * self.max_tokens)
         windows: list[tuple[int, int]] = []
         i = 0

@@ -20,3 +20,12 @@ def test_parallel_term_counts_equal_serial_ones(shared_data, monkeypatch):
         vector = encoder.vector_from_counts(count.length, count.indices, count.frequencies)
         assert vector == encoder.document_vector(text)
     assert parallel[-1].length == 0 and parallel[-2].length == 0
+
+
+def test_terms_with_the_same_id_add_their_frequencies(monkeypatch):
+    # every term of one length collides
+    monkeypatch.setattr(bm25_pool, "_crc32", lambda data: len(data.decode()))
+    count = bm25_pool.count_terms("law laws court data 数据 数据")
+    # terms: law law court data 数 据 数据 数 据 数据 -> lengths 3,3,5,4,1,1,2,1,1,2
+    assert count.length == 10
+    assert list(count.indices) == [1, 2, 3, 4, 5] and list(count.frequencies) == [4, 2, 2, 1, 1]

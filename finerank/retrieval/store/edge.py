@@ -343,7 +343,7 @@ class EdgeStore(VectorStore):
         structs = []
         for point in points:
             vectors: dict[str, Any] = {
-                SPARSE: q.SparseVector(list(point.sparse.indices), list(point.sparse.values))
+                SPARSE: q.SparseVector(point.sparse.indices, point.sparse.values)
             }
             if point.dense is not None:
                 vectors[DENSE] = as_floats(point.dense)
