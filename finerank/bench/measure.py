@@ -113,12 +113,14 @@ def matmul_gflops(
     *,
     size: int = 1024,
     min_seconds: float = 0.3,
+    clock=time.perf_counter,
 ) -> float:
     """GFLOP/s of a plain ``size`` x ``size`` x ``size`` matmul in ``dtype`` (the machine's
     ceiling for the work a transformer does, on the threads torch uses now).
 
     Repeats the product until ``min_seconds`` have passed (after one warm-up) and returns the
-    best of three such runs, so a busy machine's slowest moments do not count.
+    best of three such runs, so a busy machine's slowest moments do not count. ``clock``
+    (default wall time; ``time.process_time`` for this process's CPU time) times the runs.
 
     Example:
         >>> matmul_gflops(torch.float32, size=64, min_seconds=0.01) > 0
@@ -133,17 +135,38 @@ def matmul_gflops(
         a @ b
         for _ in range(3):
             count = 0
-            started = time.perf_counter()
+            started = clock()
             while True:
                 a @ b
                 count += 1
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
-                seconds = time.perf_counter() - started
+                seconds = clock() - started
                 if seconds >= min_seconds:
                     break
             best = max(best, flops * count / seconds / 1e9)
     return best
+
+
+def matmul_ceiling(
+    dtype: torch.dtype,
+    device: torch.device | None = None,
+    *,
+    min_seconds: float = 0.2,
+    clock=time.perf_counter,
+    sizes: Sequence[int] = (1024, 2048),
+) -> float:
+    """The best :func:`matmul_gflops` over square ``sizes``: what this machine's matmul
+    library reaches in ``dtype``, the ceiling finerank's GFLOP/s are divided by.
+
+    Example:
+        >>> matmul_ceiling(torch.float32, sizes=(32, 64), min_seconds=0.01) > 0
+        True
+    """
+    return max(
+        matmul_gflops(dtype, device, size=size, min_seconds=min_seconds, clock=clock)
+        for size in sizes
+    )
 
 
 def decoder_flops(config, segments: Sequence[tuple[int, int]]) -> dict[str, float]:

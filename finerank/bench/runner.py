@@ -51,6 +51,7 @@ from finerank.bench.measure import (
     gpu_bf16_peak,
     kendall_tau,
     linear_fit,
+    matmul_ceiling,
     matmul_gflops,
     pack_segments,
     percentile,
@@ -410,13 +411,13 @@ class _Bench:
                 "detected_by": support.source,
                 "threads": torch.get_num_threads(),
             }
-            size = 2048 if self.device.type == "cuda" else 1024
+            sizes = (4096, 8192) if self.device.type == "cuda" else (1024, 2048)
             seconds = 0.1 if self.config.quick else 0.3
             for name in ("float32", "bfloat16"):
-                info[f"matmul_gflops_{name}"] = round(
-                    matmul_gflops(_DTYPE_NAMES[name], self.device, size=size, min_seconds=seconds),
-                    1,
+                ceiling = matmul_ceiling(
+                    _DTYPE_NAMES[name], self.device, min_seconds=seconds, sizes=sizes
                 )
+                info[f"matmul_gflops_{name}"] = round(ceiling, 1)
             ratio = info["matmul_gflops_bfloat16"] / max(info["matmul_gflops_float32"], 1e-9)
             info["bf16_matmul_speedup"] = round(ratio, 2)
             info["fastest_dtype"] = "bfloat16" if ratio > 1.1 else "float32"

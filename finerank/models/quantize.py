@@ -52,4 +52,7 @@ def quantize_backend(backend, method: str) -> None:
         # torch marks eager-mode quantization deprecated (moving to torchao); it still works
         warnings.simplefilter("ignore")
         quantize_dynamic(model, targets, dtype=torch.qint8, inplace=True)
+    decoder = getattr(backend, "decoder", None)
+    if hasattr(decoder, "reset"):
+        decoder.reset()  # fused fp32 weights no longer describe the (quantized) layers
     backend.quantization = method

@@ -13,11 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from finerank.errors import InvalidInputError, ModelLoadError
+from finerank.models.attention import (
+    PackLayout,
+    attend_buckets,
+    attend_groups,
+    build_layout,
+)
 from finerank.models.base import EncodedPair, Pack
+from finerank.models.linear import OneDnnProjections, build_projections
 from finerank.models.template import (
     NO_TOKEN,
     QWEN3_ASSISTANT_SUFFIX,
@@ -29,10 +35,6 @@ from finerank.models.template import (
 # Above this many tokens a sequence with a shared prefix would need a large explicit mask;
 # the engine runs such sequences standalone (pure causal, no mask) instead.
 MAX_SHARED_TAIL = 2048
-# Tails at least this many times longer than their prefix attend through the causal kernel
-# (prefix queries recomputed and dropped) instead of an explicit mask; measured on CPU:
-# 58-token tail / 92-token prefix: mask 5 ms vs 20 ms; 522/92: 212 vs 179 ms; 2048/92: 2.8 vs 1.3 s.
-FULL_CAUSAL_TAIL_RATIO = 4
 
 
 @dataclass(frozen=True)
@@ -161,126 +163,8 @@ def _stable_tokens(pre_tokenizer, text: str, offsets, added_len: int) -> int:
     return sum(1 for _, end in offsets if end <= boundary)
 
 
-@dataclass
-class _AttentionGroup:
-    """Segments of one shape (query rows, key rows) attended in a single SDPA call."""
-
-    q_starts: list[int]
-    k_starts: list[int]
-    q_len: int
-    k_len: int
-    mask: torch.Tensor | None  # bottom-right causal when k_len > q_len; None means plain causal
-    # long tails: run causal attention over prefix + tail queries and keep the tail rows (the
-    # masked CPU kernel computes every masked block; causal skips them, ~2x faster at 2K)
-    full_causal: bool = False
-    q_index: torch.Tensor | None = None  # gathered rows when the group holds several segments
-    k_index: torch.Tensor | None = None
-
-
-@dataclass
-class PackLayout:
-    """Everything about a pack that does not change from layer to layer, built once per pack.
-
-    Attention reads keys/values from an *extended* buffer in which every segment's keys form a
-    contiguous run: its group's prefix (if any) then its own tokens. ``kv_index`` builds that
-    buffer with one gather per layer (``None`` when no segment has a prefix: the buffer is then
-    the keys themselves). The same runs are what a variable-length attention kernel takes
-    (``cu_seq_q``/``cu_seq_k``).
-    """
-
-    input_ids: torch.Tensor
-    position_ids: torch.Tensor
-    last_index: torch.Tensor
-    kv_index: torch.Tensor | None
-    groups: list[_AttentionGroup]
-    cu_seq_q: torch.Tensor
-    cu_seq_k: torch.Tensor
-    max_q: int
-    max_k: int
-
-    @property
-    def num_tokens(self) -> int:
-        return int(self.input_ids.shape[0])
-
-
-def build_layout(pack: Pack, device: torch.device) -> PackLayout:
-    """Token ids, positions, key runs and attention groups of ``pack`` (see :class:`PackLayout`).
-
-    Example:
-        >>> from finerank.models.base import Pack, PackGroup
-        >>> pack = Pack([PackGroup([1, 2], [(0, [3]), (1, [4, 5])])])
-        >>> layout = build_layout(pack, torch.device("cpu"))
-        >>> layout.position_ids.tolist(), layout.cu_seq_k.tolist()
-        ([0, 1, 2, 2, 3], [0, 2, 5, 9])
-    """
-    ids: list[int] = []
-    positions: list[int] = []
-    kv_index: list[int] = []
-    segments: list[tuple[int, int, int, int]] = []  # (q_start, q_len, k_start, k_len)
-    last_index: list[int] = []
-    has_prefix = False
-    for group in pack.groups:
-        prefix_start, prefix_len = len(ids), len(group.prefix)
-        prefix_rows = range(prefix_start, prefix_start + prefix_len)
-        if prefix_len:
-            has_prefix = True
-            ids.extend(group.prefix)
-            positions.extend(range(prefix_len))
-            segments.append((prefix_start, prefix_len, len(kv_index), prefix_len))
-            kv_index.extend(prefix_rows)
-        for _, tail in group.members:
-            start = len(ids)
-            ids.extend(tail)
-            positions.extend(range(prefix_len, prefix_len + len(tail)))
-            segments.append((start, len(tail), len(kv_index), prefix_len + len(tail)))
-            kv_index.extend(prefix_rows)
-            kv_index.extend(range(start, start + len(tail)))
-            last_index.append(start + len(tail) - 1)
-    if not has_prefix:
-        # the extended buffer is the keys themselves: runs start where the segments start
-        segments = [(q, n, q, k) for q, n, _, k in segments]
-
-    by_shape: dict[tuple[int, int], list[tuple[int, int]]] = {}
-    for q_start, q_len, k_start, k_len in segments:
-        by_shape.setdefault((q_len, k_len), []).append((q_start, k_start))
-    masks: dict[tuple[int, int], torch.Tensor] = {}
-    groups: list[_AttentionGroup] = []
-    for (q_len, k_len), starts in by_shape.items():
-        mask = None
-        full_causal = k_len != q_len and q_len >= FULL_CAUSAL_TAIL_RATIO * (k_len - q_len)
-        if k_len != q_len and not full_causal:
-            # bottom-right aligned causal: tail token j sees the prefix and tail[:j+1]
-            mask = masks.get((q_len, k_len))
-            if mask is None:
-                mask = torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(
-                    diagonal=k_len - q_len
-                )
-                masks[(q_len, k_len)] = mask
-        group = _AttentionGroup(
-            [q for q, _ in starts], [k for _, k in starts], q_len, k_len, mask, full_causal
-        )
-        if len(starts) > 1:
-            q_rows = torch.tensor([q for q, _ in starts], device=device)[:, None]
-            k_rows = torch.tensor([k for _, k in starts], device=device)[:, None]
-            group.q_index = (q_rows + torch.arange(q_len, device=device)).reshape(-1)
-            group.k_index = (k_rows + torch.arange(k_len, device=device)).reshape(-1)
-        groups.append(group)
-
-    q_lens = [n for _, n, _, _ in segments]
-    k_lens = [k for _, _, _, k in segments]
-    cu_q = torch.tensor([0, *q_lens], dtype=torch.int32).cumsum(0, dtype=torch.int32)
-    cu_k = torch.tensor([0, *k_lens], dtype=torch.int32).cumsum(0, dtype=torch.int32)
-    return PackLayout(
-        input_ids=torch.tensor(ids, dtype=torch.long, device=device),
-        position_ids=torch.tensor(positions, dtype=torch.long, device=device),
-        last_index=torch.tensor(last_index, dtype=torch.long, device=device),
-        kv_index=torch.tensor(kv_index, dtype=torch.long, device=device) if has_prefix else None,
-        groups=groups,
-        cu_seq_q=cu_q.to(device),
-        cu_seq_k=cu_k.to(device),
-        max_q=max(q_lens),
-        max_k=max(k_lens),
-    )
+# attribute of a decoder layer holding its fused projections (False: run the modules)
+_PROJECTIONS = "_finerank_projections"
 
 
 def _load_varlen_attn():
@@ -298,12 +182,17 @@ class PackedDecoder:
     attention over itself) or a tail that sees its group's prefix and then itself, causally.
     Tails take positions after their prefix, exactly as if prefix + tail ran alone.
 
-    Attention: on CPU (and as the fallback everywhere) one PyTorch SDPA call per distinct
-    segment shape, on views of the packed tensors; memory is linear in the pack's tokens (the
-    only masks are per-shape, at most ``MAX_SHARED_TAIL`` x (prefix + tail)). On CUDA with
-    fp16/bf16, one variable-length flash-attention call per layer over all segments
+    Attention (see :mod:`finerank.models.attention`): on CPU short segments go through
+    padded buckets (two batched matmuls and a softmax), long ones through one PyTorch SDPA
+    call per segment shape; memory is linear in the pack's tokens. On CUDA with fp16/bf16, one
+    variable-length flash-attention call per layer over all segments
     (``torch.nn.attention.varlen``); it is checked once against the SDPA path on the first
-    pack and switched off if the two disagree.
+    pack and switched off if the two disagree. ``attention="sdpa"`` forces the SDPA groups.
+
+    Plain ``nn.Linear`` projections run fused (:mod:`finerank.models.linear`): q|k|v in one
+    GEMM, the residual adds folded into the output GEMMs; on CPU through weights packed once
+    for oneDNN with SiLU and gate x up as GEMM epilogues. Built on the first forward, one copy
+    of the weights either way. Quantized layers run through their modules.
 
     Example:
         >>> decoder = PackedDecoder(causal_lm.model)  # doctest: +SKIP
@@ -326,11 +215,19 @@ class PackedDecoder:
         self.scaling = self.head_dim**-0.5
         if getattr(config, "use_sliding_window", False):
             raise ModelLoadError("Qwen3 models with sliding-window attention are not supported")
-        if attention not in ("auto", "sdpa", "varlen"):
-            raise InvalidInputError("attention must be 'auto', 'sdpa' or 'varlen'")
+        if attention not in ("auto", "sdpa", "varlen", "buckets"):
+            raise InvalidInputError("attention must be 'auto', 'sdpa', 'varlen' or 'buckets'")
         self.attention = attention
-        self._varlen = _load_varlen_attn() if attention != "sdpa" else None
+        self._varlen = _load_varlen_attn() if attention not in ("sdpa", "buckets") else None
         self._varlen_checked = attention == "varlen"
+
+    def reset(self) -> None:
+        """Rebuild the fused projections on the next forward (call after quantizing layers);
+        layers whose weights were packed for oneDNN keep their packed copies."""
+        for layer in self.model.layers:
+            projections = getattr(layer, _PROJECTIONS, None)
+            if projections is not None and not isinstance(projections, OneDnnProjections):
+                delattr(layer, _PROJECTIONS)
 
     def _use_varlen(self, device: torch.device, dtype: torch.dtype) -> bool:
         if self._varlen is None:
@@ -339,11 +236,20 @@ class PackedDecoder:
             return True
         return device.type == "cuda" and dtype in (torch.float16, torch.bfloat16)
 
+    def _use_buckets(self, device: torch.device) -> bool:
+        return self.attention == "buckets" or (self.attention == "auto" and device.type == "cpu")
+
     @torch.inference_mode()
     def last_hidden(self, pack: Pack) -> torch.Tensor:
         """Final-norm hidden state at the last token of every member, in member order."""
         weight = self.model.embed_tokens.weight
-        layout = build_layout(pack, weight.device)
+        layout = build_layout(
+            pack,
+            weight.device,
+            buckets=self._use_buckets(weight.device),
+            num_heads=self.num_heads,
+            num_kv_heads=self.num_kv_heads,
+        )
         if self._use_varlen(weight.device, weight.dtype):
             if not self._varlen_checked:
                 self._varlen_checked = True
@@ -359,94 +265,103 @@ class PackedDecoder:
             return self._run(layout, varlen=True)
         return self._run(layout, varlen=False)
 
+    def _projections(self, layer, device: torch.device):
+        projections = getattr(layer, _PROJECTIONS, None)
+        if projections is None:
+            projections = build_projections(layer, onednn=device.type == "cpu")
+            # False marks "use the modules" so the check is not repeated every forward
+            setattr(layer, _PROJECTIONS, projections if projections is not None else False)
+        return projections or None
+
     def _run(self, layout: PackLayout, *, varlen: bool) -> torch.Tensor:
         hidden = self.model.embed_tokens(layout.input_ids)  # [T, D]
         cos, sin = self.model.rotary_emb(hidden, layout.position_ids[None])  # [1, T, d]
         cos, sin = cos[0][:, None, :], sin[0][:, None, :]  # [T, 1, d]
         attend = self._attend_varlen if varlen else self._attend_sdpa
+        device = hidden.device
         for layer in self.model.layers:
-            residual = hidden
-            normed = layer.input_layernorm(hidden)
-            hidden = residual + self._attention(layer.self_attn, normed, cos, sin, layout, attend)
-            residual = hidden
-            hidden = residual + layer.mlp(layer.post_attention_layernorm(hidden))
+            projections = self._projections(layer, device)
+            if projections is None:
+                hidden = self._layer_modules(layer, hidden, cos, sin, layout, attend)
+            else:
+                hidden = self._layer_fused(layer, projections, hidden, cos, sin, layout, attend)
         return self.model.norm(hidden[layout.last_index])
 
-    def _attention(self, attn, hidden, cos, sin, layout: PackLayout, attend) -> torch.Tensor:
+    def _layer_fused(self, layer, projections, hidden, cos, sin, layout, attend):
+        attn = layer.self_attn
         tokens = hidden.shape[0]
-        q = attn.q_norm(attn.q_proj(hidden).view(tokens, self.num_heads, self.head_dim))
-        k = attn.k_norm(attn.k_proj(hidden).view(tokens, self.num_kv_heads, self.head_dim))
-        v = attn.v_proj(hidden).view(tokens, self.num_kv_heads, self.head_dim)
-        q = q * cos + _rotate_half(q) * sin
-        k = k * cos + _rotate_half(k) * sin
-        if layout.kv_index is not None:
-            k = k.index_select(0, layout.kv_index)
-            v = v.index_select(0, layout.kv_index)
-        out = attend(q, k, v, layout)
-        return attn.o_proj(out.reshape(tokens, self.num_heads * self.head_dim))
+        q_size = self.num_heads * self.head_dim
+        heads, kv_heads = self.num_heads, self.num_kv_heads
+        # q|k|v side by side, [T, heads + 2 kv_heads, d]; q and k normed and rotated in place
+        qkv = projections.qkv(layer.input_layernorm(hidden)).view(tokens, -1, self.head_dim)
+        q, k = qkv[:, :heads], qkv[:, heads : heads + kv_heads]
+        _rope(attn.q_norm(q), cos, sin, out=q)
+        _rope(attn.k_norm(k), cos, sin, out=k)
+        out = attend(qkv, layout).reshape(tokens, q_size)
+        hidden = projections.out(out, hidden)  # hidden + o_proj(out)
+        return projections.mlp(layer.post_attention_layernorm(hidden), hidden)
 
-    def _attend_sdpa(self, q, k, v, layout: PackLayout) -> torch.Tensor:
-        gqa = self.num_heads != self.num_kv_heads
-        if len(layout.groups) == 1 and layout.groups[0].q_index is None:
-            out = None  # one segment covers the pack: write nothing, return the result
-        else:
-            out = torch.empty_like(q)
-        q_runs = None  # queries laid out like the key runs (prefix rows + tail rows)
-        for group in layout.groups:
-            count = len(group.q_starts)
-            source, starts, rows, index = q, group.q_starts, group.q_len, group.q_index
-            if group.full_causal:
-                if q_runs is None:
-                    q_runs = q.index_select(0, layout.kv_index)
-                source, starts, rows, index = q_runs, group.k_starts, group.k_len, group.k_index
-            if group.q_index is None:
-                q0, k0 = starts[0], group.k_starts[0]
-                qs = source[q0 : q0 + rows][None]
-                ks = k[k0 : k0 + group.k_len][None]
-                vs = v[k0 : k0 + group.k_len][None]
-            else:
-                qs = source.index_select(0, index).view(count, rows, *q.shape[1:])
-                ks = k.index_select(0, group.k_index).view(count, group.k_len, *k.shape[1:])
-                vs = v.index_select(0, group.k_index).view(count, group.k_len, *v.shape[1:])
-            result = F.scaled_dot_product_attention(
-                qs.transpose(1, 2),
-                ks.transpose(1, 2),
-                vs.transpose(1, 2),
-                attn_mask=group.mask,
-                is_causal=group.mask is None,
-                scale=self.scaling,
-                enable_gqa=gqa,
-            ).transpose(1, 2)  # [count, rows, H, d]
-            if group.full_causal:
-                result = result[:, rows - group.q_len :]
-            if out is None:
-                return result[0]
-            if group.q_index is None:
-                out[group.q_starts[0] : group.q_starts[0] + group.q_len] = result[0]
-            else:
-                out.index_copy_(0, group.q_index, result.reshape(-1, *q.shape[1:]))
+    def _layer_modules(self, layer, hidden, cos, sin, layout, attend):
+        attn = layer.self_attn
+        tokens = hidden.shape[0]
+        normed = layer.input_layernorm(hidden)
+        q = attn.q_norm(attn.q_proj(normed).view(tokens, self.num_heads, self.head_dim))
+        k = attn.k_norm(attn.k_proj(normed).view(tokens, self.num_kv_heads, self.head_dim))
+        v = attn.v_proj(normed).view(tokens, self.num_kv_heads, self.head_dim)
+        qkv = torch.cat([_rope(q, cos, sin), _rope(k, cos, sin), v], dim=1)
+        out = attend(qkv, layout)
+        hidden = hidden + attn.o_proj(out.reshape(tokens, self.num_heads * self.head_dim))
+        return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+
+    def _split(self, qkv: torch.Tensor):
+        heads, kv_heads = self.num_heads, self.num_kv_heads
+        return qkv[:, :heads], qkv[:, heads : heads + kv_heads], qkv[:, heads + kv_heads :]
+
+    def _attend_sdpa(self, qkv: torch.Tensor, layout: PackLayout) -> torch.Tensor:
+        out = None
+        if layout.buckets:
+            out = attend_buckets(qkv, layout, self.num_heads, self.scaling)
+        if layout.groups:
+            out = attend_groups(*self._split(qkv), layout, self.scaling, out=out)
         return out
 
-    def _attend_varlen(self, q, k, v, layout: PackLayout) -> torch.Tensor:
+    def _attend_varlen(self, qkv: torch.Tensor, layout: PackLayout) -> torch.Tensor:
+        q, k, v = (part.contiguous() for part in self._split(qkv))
         # flash-attention's causal mask is bottom-right aligned when a run has more keys than
         # queries, which is exactly "prefix, then the tail causally"
+        kv_index, cu_q, cu_k, max_q, max_k = layout.varlen_runs()
+        if kv_index is not None:
+            k = k.index_select(0, kv_index)
+            v = v.index_select(0, kv_index)
         return self._varlen(
             q,
             k,
             v,
-            layout.cu_seq_q,
-            layout.cu_seq_k,
-            layout.max_q,
-            layout.max_k,
+            cu_q,
+            cu_k,
+            max_q,
+            max_k,
             scale=self.scaling,
             window_size=(-1, 0),
             enable_gqa=self.num_heads != self.num_kv_heads,
         )
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+def _rope(
+    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``x * cos + rotate_half(x) * sin`` (the Qwen3/Llama rotary embedding) in four fused
+    passes, without materializing the rotated copy; into ``out`` when given."""
     half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    x1, x2 = x[..., :half], x[..., half:]
+    if out is None:
+        out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    first, second = out[..., :half], out[..., half:]
+    torch.mul(x1, cos[..., :half], out=first)
+    first.addcmul_(x2, sin[..., :half], value=-1)
+    torch.mul(x2, cos[..., half:], out=second)
+    second.addcmul_(x1, sin[..., half:])
+    return out
 
 
 class Qwen3RerankerBackend:

@@ -1,13 +1,17 @@
-"""The variable-length (CUDA) attention layout, checked on CPU with an exact emulation of
-the kernel, and the first-use self-check that switches a wrong kernel off."""
+"""The attention paths compute one function: padded buckets (CPU), SDPA groups, and the
+variable-length (CUDA) layout, checked on CPU with an exact emulation of the kernel; and the
+first-use self-check that switches a wrong kernel off."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
+from finerank.models import attention
+from finerank.models.base import Pack, PackGroup
 from finerank.models.qwen3 import PackedDecoder, build_layout
-from tests.engine.conftest import INSTRUCTION, QUERY
+from tests.engine.conftest import INSTRUCTION, QUERY, sentences
 
 
 def emulated_varlen(q, k, v, cu_q, cu_k, max_q, max_k, *, scale, window_size, enable_gqa):
@@ -42,8 +46,9 @@ def test_varlen_layout_matches_sdpa_path(qwen3_reranker, mixed_docs):
     varlen._varlen = emulated_varlen
     for pack in _packs(qwen3_reranker, mixed_docs):
         layout = build_layout(pack, torch.device("cpu"))
-        assert layout.kv_index is not None  # prefixes are shared: the gathered runs are used
-        assert int(layout.cu_seq_q[-1]) == layout.num_tokens
+        kv_index, cu_q, cu_k, _, _ = layout.varlen_runs()
+        assert kv_index is not None  # prefixes are shared: the gathered runs are used
+        assert int(cu_q[-1]) == layout.num_tokens and int(cu_k[-1]) == len(kv_index)
         torch.testing.assert_close(
             varlen.last_hidden(pack), sdpa.last_hidden(pack), atol=1e-5, rtol=1e-5
         )
@@ -62,13 +67,12 @@ def test_wrong_varlen_kernel_is_switched_off(qwen3_reranker, mixed_docs, monkeyp
 
 
 def test_layout_groups_equal_shapes():
-    from finerank.models.base import Pack, PackGroup
-
     pack = Pack(
         [PackGroup([1, 2, 3], [(0, [4, 5]), (1, [6, 7]), (2, [8])]), PackGroup([], [(3, [9, 9])])]
     )
     layout = build_layout(pack, torch.device("cpu"))
-    shapes = sorted((g.q_len, g.k_len, len(g.q_starts)) for g in layout.groups)
+    assert not layout.buckets  # SDPA groups unless buckets are asked for
+    shapes = sorted((g.q_len, g.k_len, len(g.segments)) for g in layout.groups)
     # prefix (3x3), two tails of 2 (2x5, batched), one tail of 1 (1x4), a lone sequence (2x2)
     assert shapes == [(1, 4, 1), (2, 2, 1), (2, 5, 2), (3, 3, 1)]
     assert layout.position_ids.tolist() == [0, 1, 2, 3, 4, 3, 4, 3, 0, 1]
@@ -76,8 +80,6 @@ def test_layout_groups_equal_shapes():
 
 
 def test_long_tails_use_the_causal_kernel_short_ones_a_mask(qwen3_reranker):
-    from finerank.models.base import Pack, PackGroup
-
     pack = Pack([PackGroup(list(range(10)), [(0, list(range(50))), (1, [7, 8])])])
     layout = build_layout(pack, torch.device("cpu"))
     by_len = {g.q_len: g for g in layout.groups}
@@ -90,3 +92,55 @@ def test_long_tails_use_the_causal_kernel_short_ones_a_mask(qwen3_reranker):
         for tail in (list(range(50)), [7, 8])
     ]
     torch.testing.assert_close(decoder.last_hidden(pack), torch.cat(alone), atol=1e-5, rtol=1e-5)
+
+
+def _hidden(reranker, pack, attention_path):
+    return PackedDecoder(reranker.backend.decoder_model, attention=attention_path).last_hidden(pack)
+
+
+def test_buckets_equal_sdpa_groups(qwen3_reranker, mixed_docs):
+    """Buckets pad short segments of one prefix together; long ones stay in SDPA groups."""
+    long_doc = sentences(80)  # > BUCKET_MAX_ROWS tokens: attended by an SDPA group
+    engine = qwen3_reranker.engine
+    items = engine.prepare(QUERY, [*mixed_docs, long_doc], instruction=INSTRUCTION).items
+    items += engine.prepare("other", mixed_docs[:4]).items
+    items += engine.prepare("third", [long_doc], instruction="x").items  # standalone
+    (pack,) = engine.plan(items)
+    layout = build_layout(pack, torch.device("cpu"), buckets=True, num_heads=4, num_kv_heads=2)
+    assert len(layout.buckets) >= 3 and layout.groups  # both ways are exercised
+    assert (
+        sum(b.real_rows for b in layout.buckets)
+        + sum(g.q_len * len(g.segments) for g in layout.groups)
+        == layout.num_tokens
+    )
+    assert any(b.count * b.rows > b.real_rows for b in layout.buckets)  # real padding
+    expected = _hidden(qwen3_reranker, pack, "sdpa")
+    torch.testing.assert_close(
+        _hidden(qwen3_reranker, pack, "buckets"), expected, atol=1e-5, rtol=1e-5
+    )
+
+
+def test_buckets_split_into_slices_stay_exact(qwen3_reranker, mixed_docs, monkeypatch):
+    monkeypatch.setattr(attention, "BUCKET_SCORE_ELEMENTS", 1)  # one segment per score matrix
+    monkeypatch.setattr(attention, "BUCKET_PADDING", 100.0)  # everything of a prefix in one
+    engine = qwen3_reranker.engine
+    (pack,) = engine.plan(engine.prepare(QUERY, mixed_docs, instruction=INSTRUCTION).items)
+    layout = build_layout(pack, torch.device("cpu"), buckets=True, num_heads=4, num_kv_heads=2)
+    assert all(b.count == 1 for b in layout.buckets)
+    expected = _hidden(qwen3_reranker, pack, "sdpa")
+    torch.testing.assert_close(
+        _hidden(qwen3_reranker, pack, "buckets"), expected, atol=1e-5, rtol=1e-5
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16])
+def test_buckets_in_bf16_agree_with_fp32(qwen3_reranker_dir, mixed_docs, dtype):
+    from finerank import Reranker
+
+    low = Reranker.from_pretrained(qwen3_reranker_dir, device="cpu", dtype="bfloat16")
+    engine = low.engine
+    (pack,) = engine.plan(engine.prepare(QUERY, mixed_docs, instruction=INSTRUCTION).items)
+    fast = _hidden(low, pack, "buckets").float()
+    flash = _hidden(low, pack, "sdpa").float()
+    # within bf16 rounding of each other: no worse than the flash kernel's own bf16 result
+    assert (fast - flash).abs().max() < 0.1 * flash.abs().max()
