@@ -77,6 +77,17 @@ def keep_layers(reranker: Reranker, layers: int) -> None:
             reset()
 
 
+def workload(args) -> tuple[list[int], list[str], Path, list[str]]:
+    """(request sizes, dtypes, model directory, articles) from the common arguments (``--pairs``,
+    ``--dtypes``, ``--model``, ``--data``); sets ``--threads``."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sizes = [int(x) for x in args.pairs.split(",")]
+    dtypes = [d.strip() for d in args.dtypes.split(",")]
+    model_dir = Path(args.model) if args.model else ensure_model(BenchConfig())[0]
+    return sizes, dtypes, model_dir, law_articles(args.data or default_data_dir(), max(sizes))
+
+
 def request_flops(reranker: Reranker, docs: list[str]) -> float:
     engine = reranker.engine
     items = engine.prepare(SEED_QUERY, docs, instruction=SEED_INSTRUCTION).items
@@ -124,12 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     args = parser.parse_args(argv)
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    sizes = [int(x) for x in args.pairs.split(",")]
-    dtypes = [d.strip() for d in args.dtypes.split(",")]
-    model_dir = Path(args.model) if args.model else ensure_model(BenchConfig())[0]
-    docs = law_articles(args.data or default_data_dir(), max(sizes))
+    sizes, dtypes, model_dir, docs = workload(args)
     load_before = os.getloadavg()
     rerankers = {}
     for dtype in dtypes:

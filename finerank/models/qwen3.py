@@ -252,13 +252,15 @@ class PackedDecoder:
         )
         if self._use_varlen(weight.device, weight.dtype):
             if not self._varlen_checked:
-                self._varlen_checked = True
                 try:
                     fast = self._run(layout, varlen=True)
+                except torch.OutOfMemoryError:
+                    raise  # not the kernel's fault: the engine halves the pack, checked then
                 except Exception:  # kernel missing for this GPU / dtype: keep SDPA
-                    self._varlen = None
+                    self._varlen, self._varlen_checked = None, True
                     return self._run(layout, varlen=False)
                 exact = self._run(layout, varlen=False)
+                self._varlen_checked = True
                 if (fast.float() - exact.float()).abs().max() > self.VARLEN_CHECK_TOLERANCE:
                     self._varlen = None
                 return exact

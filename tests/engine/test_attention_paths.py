@@ -66,6 +66,28 @@ def test_wrong_varlen_kernel_is_switched_off(qwen3_reranker, mixed_docs, monkeyp
     torch.testing.assert_close(decoder.last_hidden(pack), expected)
 
 
+def test_oom_in_the_varlen_check_keeps_the_kernel(qwen3_reranker, mixed_docs, monkeypatch):
+    model = qwen3_reranker.backend.decoder_model
+    decoder = PackedDecoder(model, attention="auto")
+    calls = []
+
+    def kernel(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise torch.OutOfMemoryError("simulated: the first pack is too big")
+        return emulated_varlen(*args, **kwargs)
+
+    decoder._varlen = kernel
+    monkeypatch.setattr(decoder, "_use_varlen", lambda device, dtype: decoder._varlen is not None)
+    pack = _packs(qwen3_reranker, mixed_docs)[0]
+    with pytest.raises(torch.OutOfMemoryError):  # the engine halves the pack on this
+        decoder.last_hidden(pack)
+    assert decoder._varlen is kernel and not decoder._varlen_checked  # not blamed on the kernel
+    expected = PackedDecoder(model, attention="sdpa").last_hidden(pack)
+    torch.testing.assert_close(decoder.last_hidden(pack), expected)  # checked on the retry
+    assert decoder._varlen is kernel and decoder._varlen_checked
+
+
 def test_layout_groups_equal_shapes():
     pack = Pack(
         [PackGroup([1, 2, 3], [(0, [4, 5]), (1, [6, 7]), (2, [8])]), PackGroup([], [(3, [9, 9])])]
