@@ -3,30 +3,16 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from finerank import Reranker
 
 
 @pytest.fixture(scope="module")
 def converted_dir(qwen3_reranker_dir, tmp_path_factory):
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen3ForSequenceClassification
+    # the conversion the peers benchmark feeds Infinity (and any seq-cls-only server)
+    from finerank.bench.contenders import seq_cls_conversion
 
-    tokenizer = AutoTokenizer.from_pretrained(str(qwen3_reranker_dir))
-    causal = AutoModelForCausalLM.from_pretrained(str(qwen3_reranker_dir))
-    config = causal.config
-    config.num_labels = 1
-    config.architectures = ["Qwen3ForSequenceClassification"]
-    seq_cls = Qwen3ForSequenceClassification(config)
-    seq_cls.model.load_state_dict(causal.model.state_dict())
-    head = causal.lm_head.weight
-    yes, no = tokenizer.convert_tokens_to_ids("yes"), tokenizer.convert_tokens_to_ids("no")
-    with torch.no_grad():
-        seq_cls.score.weight.copy_((head[yes] - head[no])[None])
-    target = tmp_path_factory.mktemp("qwen3-seq-cls")
-    seq_cls.save_pretrained(target)
-    tokenizer.save_pretrained(target)
-    return target
+    return seq_cls_conversion(qwen3_reranker_dir, tmp_path_factory.mktemp("qwen3-seq-cls"))
 
 
 def test_conversion_matches_yes_no_reranker(converted_dir, qwen3_reranker):

@@ -1,0 +1,33 @@
+"""``finerank serve --device cuda`` as a real process: it says it runs on the GPU, and its
+scores equal the same model run in-process."""
+
+from __future__ import annotations
+
+import signal
+
+import httpx
+import pytest
+
+from tests.cuda.conftest import MARKS
+from tests.server.test_cli_serve import Server
+
+pytestmark = MARKS
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16"])
+def test_serve_on_cuda(qwen3_reranker_dir, cuda_rerankers, dtype):
+    server = Server(qwen3_reranker_dir, "--device", "cuda", "--dtype", dtype)
+    try:
+        assert any(f"dtype {dtype} on cuda" in line for line in server.lines), server.lines[-5:]
+        docs = ["第六十三条 处五日以下拘留。", "Bananas are yellow.", "网络运营者应当履行义务。"]
+        body = {"query": "罚款多少？", "documents": docs}
+        reply = httpx.post(f"{server.url}/v1/rerank", json=body, timeout=60)
+        assert reply.status_code == 200, reply.text
+        served = {r["index"]: r["relevance_score"] for r in reply.json()["results"]}
+        local = cuda_rerankers[dtype].rerank("罚款多少？", docs)
+        for result in local:
+            assert abs(served[result.index] - result.score) <= 1e-3
+    finally:
+        server.proc.send_signal(signal.SIGTERM)
+        code = server.proc.wait(60)
+    assert code == 0, "\n".join(server.lines[-20:])
