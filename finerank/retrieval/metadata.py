@@ -9,10 +9,10 @@ point stored before these checks into something every search can return.
 
 Example:
     >>> check_metadata({"title": "刑法", "tags": ["a", 1, 2.5, None], "n": {"k": True}})
-    >>> check_metadata({"bad": "\\ud800"}, where="doc.jsonl#3")
+    >>> check_metadata({"bad": "\\ud800"}, where="doc.jsonl#3")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    finerank.errors.InvalidInputError: doc.jsonl#3: metadata.bad is not valid UTF-8 text (a lone surrogate at character 0)
+    finerank.errors.InvalidInputError: doc.jsonl#3: metadata.bad is not valid UTF-8 text (...)
     >>> safe_metadata({"bad": "a\\ud800b", "deep": [[[1]]]}, max_depth=2)
     {'bad': 'a�b', 'deep': ['…']}
 """
@@ -51,8 +51,7 @@ def check_text(text: str, field: str, *, where: str = "") -> None:
     position = _surrogate_at(text)
     if position is not None:
         raise InvalidInputError(
-            f"{prefix}{field} is not valid UTF-8 text (a lone surrogate at character "
-            f"{position})"
+            f"{prefix}{field} is not valid UTF-8 text (a lone surrogate at character {position})"
         )
 
 
@@ -69,15 +68,15 @@ def check_metadata(
     deep and ``max_bytes`` bytes as compact JSON."""
     prefix = f"{where}: " if where else ""
     if not isinstance(metadata, dict):
-        raise InvalidInputError(f"{prefix}metadata must be an object, got {type(metadata).__name__}")
+        kind = type(metadata).__name__
+        raise InvalidInputError(f"{prefix}metadata must be an object, got {kind}")
     # Iterative, so that a nesting of any depth is refused rather than overflowing the stack.
     stack: list[tuple[Any, str, int]] = [(metadata, "metadata", 0)]
     while stack:
         value, path, depth = stack.pop()
         if isinstance(value, dict | list) and depth >= max_depth:
             raise InvalidInputError(
-                f"{prefix}{path} is nested too deep: metadata may nest at most {max_depth} "
-                "levels"
+                f"{prefix}{path} is nested too deep: metadata may nest at most {max_depth} levels"
             )
         if isinstance(value, dict):
             for key, item in value.items():

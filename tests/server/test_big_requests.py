@@ -141,9 +141,9 @@ async def test_http_small_answer_comes_before_a_huge_chunk_request(make_app, law
     being tokenized; the tiny one is answered first, the huge one gets a 413."""
     huge = huge_document(law_text, 1_200_000)
     app = make_app(max_tokens_per_request=300_000)
-    service = app.state.service
     order: list[tuple[str, int]] = []
     async with asgi_client(app) as c:
+        service = app.state.runtime.rerank
 
         async def post(name, body):
             answer = await c.post("/v1/rerank", json=body, timeout=600)

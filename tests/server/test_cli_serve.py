@@ -79,12 +79,17 @@ class Server:
         raise AssertionError(f"{name} never reached {at_least}")
 
     def wait_model_busy(self) -> None:
-        """Until a big request in flight is tokenized and its pairs hold the model (big
+        """Until a big request in flight is tokenized and its pairs wait for the model (big
         requests are tokenized in steps, and requests sent before that would go first)."""
-        self.wait_metric("finerank_preparing_requests", 1)
         deadline = time.monotonic() + 120
-        while self.metrics().get("finerank_preparing_requests", 0.0) > 0:
-            assert time.monotonic() < deadline, "the big request was never tokenized"
+        while True:
+            metrics = self.metrics()
+            if (
+                metrics.get("finerank_preparing_requests", 0.0) == 0
+                and metrics.get("finerank_queue_depth_pairs", 0.0) > 0
+            ):
+                return
+            assert time.monotonic() < deadline, "the big request never reached the model"
             time.sleep(0.02)
 
     def stop(self) -> None:
