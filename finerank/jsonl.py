@@ -24,9 +24,12 @@ def parse_jsonl(lines: Iterable[str], source: object) -> Iterator[tuple[int, obj
         if not line.strip():
             continue
         try:
-            yield number, json.loads(line)
+            value = json.loads(line)
         except json.JSONDecodeError as exc:
             raise InvalidInputError(f"{source}:{number}: invalid JSON ({exc.msg})") from None
+        except RecursionError:
+            raise InvalidInputError(f"{source}:{number}: JSON nested too deep") from None
+        yield number, value
 
 
 def read_documents(path: Path) -> list[str]:
@@ -52,6 +55,8 @@ def parse_documents_text(text: str, path: object) -> list[str]:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise InvalidInputError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
+            except RecursionError:
+                raise InvalidInputError(f"{path}:{number}: JSON nested too deep") from None
             if not isinstance(record.get("text"), str):
                 raise InvalidInputError(f"{path}:{number}: JSON line needs a string 'text' field")
             documents.append(record["text"])

@@ -36,6 +36,7 @@ from finerank.jsonl import parse_jsonl
 from finerank.retrieval.bm25 import Bm25Encoder, average_length
 from finerank.retrieval.bm25_pool import TermCounts, count_terms, iter_term_counts, term_counts
 from finerank.retrieval.chunkers import Chunk, Chunker, Document
+from finerank.retrieval.metadata import check_document
 from finerank.retrieval.store import CollectionSpec, StoredPoint, VectorStore
 
 SUPPORTED_SUFFIXES = (".txt", ".md", ".markdown", ".jsonl", ".pdf", ".html", ".htm")
@@ -232,7 +233,13 @@ class ChunkRecord:
 
 
 def chunk_records(document: Document, chunker: Chunker) -> list[ChunkRecord]:
-    """Chunk one document into records (the same ids as every other ingest path)."""
+    """Chunk one document into records (the same ids as every other ingest path).
+
+    Raises:
+        InvalidInputError: the document's text or metadata could not be returned by every
+            later search (:func:`finerank.retrieval.metadata.check_document`).
+    """
+    check_document(document.source, document.text, document.metadata)
     file = document.file or document.source
     records = []
     for index, chunk in enumerate(chunker.chunk(document)):

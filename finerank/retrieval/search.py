@@ -35,6 +35,7 @@ from finerank.errors import ConflictError, InvalidInputError
 from finerank.retrieval.bm25 import ANALYZER_VERSION, Bm25Encoder, SparseVector
 from finerank.retrieval.expansion import PrfConfig, rocchio
 from finerank.retrieval.head import RerankHead
+from finerank.retrieval.metadata import safe_metadata, safe_text
 from finerank.retrieval.store import (
     CollectionSpec,
     FusionSpec,
@@ -431,16 +432,21 @@ def mark_reranked(hit: SearchHit, rank: int, score: float) -> None:
 
 
 def to_hit(stored: StoredHit) -> SearchHit:
-    """A store hit as a search hit (first-stage rank and score set, not reranked yet)."""
+    """A store hit as a search hit (first-stage rank and score set, not reranked yet).
+
+    Text and metadata are made safe to return (:func:`~finerank.retrieval.metadata.safe_text`,
+    :func:`~finerank.retrieval.metadata.safe_metadata`): a point stored before ingest checked
+    them must not fail the searches that find it."""
     payload = stored.payload
+    metadata = payload.get("metadata")
     return SearchHit(
         chunk_id=stored.chunk_id,
-        text=payload.get("text", ""),
-        context=payload.get("context", ""),
-        source=payload.get("source", ""),
+        text=safe_text(str(payload.get("text", ""))),
+        context=safe_text(str(payload.get("context", ""))),
+        source=safe_text(str(payload.get("source", ""))),
         start=int(payload.get("start", 0)),
         end=int(payload.get("end", 0)),
-        metadata=dict(payload.get("metadata") or {}),
+        metadata=safe_metadata(metadata) if isinstance(metadata, dict) else {},
         first_stage_rank=stored.rank,
         first_stage_score=stored.score,
     )
