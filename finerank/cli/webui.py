@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -69,26 +69,58 @@ def ui_command(
         "allowed_hosts": allowed_host or None,
     }
     settings = Settings(**{name: value for name, value in flags.items() if value is not None})
-    app = create_ui_app(settings, collection=collection)
+    failure: list[str] = []
+    holder: dict[str, Any] = {}
+
+    def on_load_error(exc: BaseException) -> None:
+        # A model that cannot load: one line and exit 2, as serve does. A store that cannot
+        # open (e.g. locked by another process): the Rerank tab still works, Search says why.
+        failed = [c for c in holder["app"].state.runtime.status() if c.error is not None]
+        models = [c for c in failed if c.name != "store"]
+        if models:
+            failure.append(models[0].describe())
+            holder["server"].should_exit = True
+        else:
+            message = failed[0].describe() if failed else str(exc)
+            typer.secho(f"warning: {message} (the Search tab says so)", err=True)
+
+    app = create_ui_app(settings, collection=collection, on_load_error=on_load_error)
+    holder["app"] = app
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning")
     server = uvicorn.Server(config)
+    holder["server"] = server
     # uvicorn re-raises the signal it stopped on once it is done; with these handlers the
     # re-raise is a no-op and a graceful SIGTERM / Ctrl-C exits 0.
     previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        asyncio.run(_serve_and_announce(server, settings))
+        asyncio.run(_serve_and_announce(server, app, settings))
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if failure:
+        typer.secho(f"error: {failure[0]}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
 
 
-async def _serve_and_announce(server, settings) -> None:
+async def _serve_and_announce(server, app, settings) -> None:
+    """Print the ready line once the page is served and every component has loaded (or, for
+    the store, failed: the Rerank tab works without it); a model that fails stops the server
+    before."""
+    from finerank.runtime import ComponentState
+
+    runtime = app.state.runtime
+    settled = (ComponentState.READY, ComponentState.FAILED)
     task = asyncio.create_task(server.serve())
-    while not task.done() and not server.started:
+    while not task.done():
+        states = runtime.status()
+        if server.started and all(c.state in settled for c in states):
+            model_failed = any(c.error is not None and c.name != "store" for c in states)
+            if not (server.should_exit or model_failed):
+                sockets = [s for srv in server.servers for s in srv.sockets]
+                port = sockets[0].getsockname()[1] if sockets else settings.port
+                keyed = " (needs the API key)" if settings.api_keys else ""
+                url = f"http://{settings.host}:{port}/ui/"
+                typer.secho(f"finerank ui ready: {url}{keyed}", err=True)
+            break
         await asyncio.sleep(0.05)
-    if server.started:
-        sockets = [s for srv in server.servers for s in srv.sockets]
-        port = sockets[0].getsockname()[1] if sockets else settings.port
-        keyed = " (needs the API key)" if settings.api_keys else ""
-        typer.secho(f"finerank ui ready: http://{settings.host}:{port}/ui/{keyed}", err=True)
     await task

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
-from finerank.errors import ModelLoadError, UnsupportedModelError
+from finerank.errors import FinerankError, ModelLoadError, UnsupportedModelError
 
 Family = Literal["qwen3", "seq-cls"]
 FAMILIES: tuple[str, ...] = ("qwen3", "seq-cls")
@@ -190,3 +192,28 @@ def quiet_transformers() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+
+
+@contextlib.contextmanager
+def reading_model_files(path: str | os.PathLike[str], *, what: str = "model") -> Iterator[None]:
+    """Turn any failure to read a model's files (corrupt or truncated weights, a broken
+    tokenizer, shapes that do not fit the config) into one :class:`ModelLoadError` line.
+
+    Example:
+        >>> with reading_model_files("/m", what="reranker"):  # doctest: +ELLIPSIS
+        ...     raise RuntimeError("Error while deserializing header: incomplete metadata\\n...")
+        Traceback (most recent call last):
+        ...
+        finerank.errors.ModelLoadError: cannot load reranker from /m: Error while deserializing ...
+    """
+    try:
+        yield
+    except (FinerankError, ImportError, MemoryError):
+        raise  # already clear, or a broken install / the machine: not the files
+    except Exception as exc:  # noqa: BLE001 - loaders raise many classes (safetensors, pickle, tokenizers)
+        lines = str(exc).strip().splitlines()
+        reason = lines[0][:300] if lines else type(exc).__name__
+        raise ModelLoadError(
+            f"cannot load {what} from {path}: {reason} (the files may be corrupt or "
+            "incomplete: copy or download them again)"
+        ) from exc

@@ -24,6 +24,7 @@ from finerank.models.attention import (
 )
 from finerank.models.base import EncodedPair, Pack
 from finerank.models.linear import OneDnnProjections, build_projections
+from finerank.models.loading import reading_model_files
 from finerank.models.template import (
     NO_TOKEN,
     QWEN3_ASSISTANT_SUFFIX,
@@ -385,8 +386,9 @@ class Qwen3RerankerBackend:
         self.device = device
         self.dtype = dtype
         self.max_length = max_length
-        self.tokenizer = AutoTokenizer.from_pretrained(str(path))
-        causal = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+        with reading_model_files(path, what="reranker"):
+            self.tokenizer = AutoTokenizer.from_pretrained(str(path))
+            causal = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
         yes_id = self.tokenizer.convert_tokens_to_ids(YES_TOKEN)
         no_id = self.tokenizer.convert_tokens_to_ids(NO_TOKEN)
         unk = self.tokenizer.unk_token_id

@@ -14,6 +14,7 @@ import torch
 
 from finerank.errors import InvalidInputError, ModelLoadError
 from finerank.models.base import EncodedPair, Pack
+from finerank.models.loading import reading_model_files
 from finerank.models.qwen3 import build_template, encode_qwen3_pairs, encode_truncated
 from finerank.models.template import format_body
 
@@ -29,8 +30,9 @@ class SeqClsBackend:
 
         self.device = device
         self.dtype = dtype
-        self.tokenizer = AutoTokenizer.from_pretrained(str(path))
-        self.model = AutoModelForSequenceClassification.from_pretrained(str(path), dtype=dtype)
+        with reading_model_files(path, what="reranker"):
+            self.tokenizer = AutoTokenizer.from_pretrained(str(path))
+            self.model = AutoModelForSequenceClassification.from_pretrained(str(path), dtype=dtype)
         self.model.to(device).eval()
         if self.model.config.num_labels != 1:
             raise ModelLoadError(

@@ -336,7 +336,7 @@ class Qwen3Embedder(Embedder):
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        from finerank.models.loading import pick_device, pick_dtype
+        from finerank.models.loading import pick_device, pick_dtype, reading_model_files
         from finerank.models.qwen3 import PackedDecoder
 
         self.path = Path(path)
@@ -348,11 +348,9 @@ class Qwen3Embedder(Embedder):
             raise InvalidInputError("max_length must be at least 2")
         self.max_length = max_length
         self.max_batch_tokens = max_batch_tokens
-        try:
+        with reading_model_files(path, what="Qwen3 embedding model"):
             self.tokenizer = AutoTokenizer.from_pretrained(str(self.path))
             model = AutoModel.from_pretrained(str(self.path), dtype=self.dtype)
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"cannot load Qwen3 embedding model from {path}: {exc}") from exc
         # AutoModel on a *ForCausalLM checkpoint gives the bare decoder, as the model card does
         self.model = getattr(model, "model", model).to(self.device).eval()
         self.decoder = PackedDecoder(self.model)
@@ -416,18 +414,16 @@ class SentenceTransformerEmbedder(Embedder):
             raise ModelLoadError(
                 "sentence-transformers is needed for this model: pip install sentence-transformers"
             ) from exc
-        from finerank.models.loading import pick_device
+        from finerank.models.loading import pick_device, reading_model_files
 
         self.path = Path(path)
         self.name = self.path.name if self.path.name != "model" else self.path.parent.name
         self.source = str(path)
         torch_device = pick_device(device)
-        try:
+        with reading_model_files(path, what="sentence-transformers model"):
             self.model = SentenceTransformer(
                 str(self.path), device=str(torch_device), local_files_only=True
             )
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"cannot load sentence-transformers model {path}: {exc}") from exc
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
         dimension = getattr(self.model, "get_embedding_dimension", None) or (

@@ -17,7 +17,7 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -367,10 +367,18 @@ def _confine_uploads(
     app.router.lifespan_context = lifespan
 
 
-def create_ui_app(settings: Settings, *, collection: str | None = None) -> FastAPI:
+def create_ui_app(
+    settings: Settings,
+    *,
+    collection: str | None = None,
+    on_load_error: Callable[[BaseException], None] | None = None,
+) -> FastAPI:
     """The page alone (``finerank ui``): its own runtime (the store defaults to the user data
-    directory, where ``finerank index`` writes), loaded in the background; serves ``/ui``
-    and redirects ``/`` there."""
+    directory, where ``finerank index`` writes; at ``app.state.runtime``), loaded in the
+    background; serves ``/ui`` and redirects ``/`` there.
+
+    ``on_load_error(exc)`` is called if a component fails to load (the CLI then exits 2);
+    without it the failure is logged and the page shows it."""
     from fastapi import FastAPI
     from fastapi.responses import RedirectResponse
 
@@ -390,7 +398,10 @@ def create_ui_app(settings: Settings, *, collection: str | None = None) -> FastA
             try:
                 await asyncio.to_thread(runtime.start)
             except Exception as exc:  # noqa: BLE001 - the page shows what failed
-                logger.error("failed to load: %s", exc)
+                if on_load_error is not None:
+                    on_load_error(exc)
+                else:
+                    logger.error("failed to load: %s", exc)
 
         loader = asyncio.create_task(load())
         try:
@@ -408,6 +419,7 @@ def create_ui_app(settings: Settings, *, collection: str | None = None) -> FastA
     async def root() -> RedirectResponse:
         return RedirectResponse("/ui/")
 
+    app.state.runtime = runtime
     mount_ui(app, UIBackend(runtime), settings, collection=collection)
     install_security(app, settings)
     return app
