@@ -49,9 +49,41 @@ class QueueFullError(FinerankError):
         self.retry_after_s = retry_after_s
 
 
+class InsufficientStorageError(FinerankError):
+    """The disk holding the store is (about to be) full; nothing was half-written."""
+
+
 class NotFoundError(FinerankError):
     """A named resource (collection, document) does not exist."""
 
 
 class ConflictError(FinerankError):
     """The request conflicts with stored state (e.g. a collection built by another model)."""
+
+
+_DISK_FULL_TEXTS = ("no space left on device", "database or disk is full", "disk quota exceeded")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) says the disk is full: ``ENOSPC`` / ``EDQUOT``, or
+    the text a Qdrant server or SQLite gives it.
+
+    Example:
+        >>> import errno
+        >>> is_disk_full(OSError(errno.ENOSPC, "No space left on device"))
+        True
+        >>> is_disk_full(ValueError("bad value"))
+        False
+    """
+    import errno
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(text in str(current).lower() for text in _DISK_FULL_TEXTS):
+            return True
+        current = current.__cause__ or current.__context__
+    return False

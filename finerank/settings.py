@@ -127,6 +127,12 @@ class Settings(BaseSettings):
         None, description="A Qdrant server or cluster instead of the embedded store."
     )
     qdrant_api_key: str | None = Field(None, description="API key of that Qdrant server.")
+    min_free_disk_mb: int = Field(
+        64,
+        ge=0,
+        description="Free space ingest keeps on the embedded store's disk: below it ingest "
+        "stops with `507` (a full disk would crash the embedded store).",
+    )
     fusion: Literal["rrf", "dbsf"] = Field(
         "dbsf",
         description="How `hybrid` fuses BM25 and dense: `dbsf` (score-normalized) or `rrf`.",

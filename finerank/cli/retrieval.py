@@ -101,6 +101,7 @@ def index_command(
             embedder=embedder,
             batch_size=batch_size,
             progress=not quiet,
+            min_free_bytes=runtime.settings.min_free_disk_mb * 1024 * 1024,
         )
     typer.echo(f"{collection}: {report.summary()}")
     if report.empty_files:

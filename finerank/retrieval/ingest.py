@@ -37,6 +37,7 @@ from finerank.retrieval.bm25 import Bm25Encoder, average_length
 from finerank.retrieval.bm25_pool import TermCounts, count_terms, iter_term_counts, term_counts
 from finerank.retrieval.chunkers import Chunk, Chunker, Document
 from finerank.retrieval.metadata import check_document
+from finerank.retrieval.storage import DEFAULT_MIN_FREE_BYTES, check_free_space, storage_errors
 from finerank.retrieval.store import CollectionSpec, StoredPoint, VectorStore
 
 SUPPORTED_SUFFIXES = (".txt", ".md", ".markdown", ".jsonl", ".pdf", ".html", ".htm")
@@ -331,6 +332,7 @@ def ingest(
     embedder=None,
     batch_size: int = 64,
     progress: bool = True,
+    min_free_bytes: int = DEFAULT_MIN_FREE_BYTES,
 ) -> IngestReport:
     """Index files and folders into ``collection`` (created on first use); see module doc."""
     files = iter_files(paths)
@@ -346,6 +348,7 @@ def ingest(
         batch_size=batch_size,
         progress=progress,
         files=[str(f) for f in files],
+        min_free_bytes=min_free_bytes,
     )
     return report
 
@@ -362,13 +365,15 @@ def ingest_documents(
     files: Sequence[str] | None = None,
     on_batch: Callable[[int], None] | None = None,
     max_chunks: int | None = None,
+    min_free_bytes: int = DEFAULT_MIN_FREE_BYTES,
 ) -> IngestReport:
     """Index already loaded documents; each document's ``file`` is its replacement unit.
 
     ``files`` lists every file of the run (files that now give no chunk get theirs deleted);
     by default, the files of ``documents``. ``on_batch`` is called with the number of points
     written after each batch (progress reporting, tests that interrupt a run). ``max_chunks``
-    refuses (before writing anything) a run that produces more chunks.
+    refuses (before writing anything) a run that produces more chunks. Before each batch the
+    store's disk must keep ``min_free_bytes`` free (:mod:`finerank.retrieval.storage`).
 
     The steps (:func:`chunk_documents`, :func:`plan_ingest`, the batches of
     :meth:`IngestPlan.batches`, :func:`finish_ingest`) are public so that the async
@@ -380,14 +385,18 @@ def ingest_documents(
         raise InvalidInputError("batch_size must be at least 1")
     chunked = chunk_documents(documents, chunker, files=files, progress=progress)
     check_chunk_limit(chunked, max_chunks)
-    plan = plan_ingest(store, collection, chunked, chunker, embedder)
+    check_free_space(store, min_free_bytes)
+    with storage_errors(store):
+        plan = plan_ingest(store, collection, chunked, chunker, embedder)
     report = plan.report
     bar = _progress(
         None, progress and bool(plan.pending), "embedding", "chunk", total=len(plan.pending)
     )
     for batch, counts in plan.batches(batch_size):
         points = build_points(batch, plan.encoder, embedder, counts)
-        report.added += store.upsert(collection, points)
+        check_free_space(store, min_free_bytes)
+        with storage_errors(store):
+            report.added += store.upsert(collection, points)
         if bar is not None:
             bar.update(len(batch))
         if on_batch is not None:
@@ -395,8 +404,9 @@ def ingest_documents(
     if bar is not None:
         bar.close()
     # stale chunks go last: an interrupted run never leaves a file with fewer chunks
-    report.deleted = store.delete_chunks(collection, plan.stale)
-    finish_ingest(store, collection, report)
+    with storage_errors(store):
+        report.deleted = store.delete_chunks(collection, plan.stale)
+        finish_ingest(store, collection, report)
     report.seconds = time.perf_counter() - started
     return report
 

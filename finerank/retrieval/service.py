@@ -301,6 +301,7 @@ class RetrievalService:
             finish_ingest,
             plan_ingest,
         )
+        from finerank.retrieval.storage import MIB, check_free_space, storage_errors
 
         s = self.settings
         if len(documents) > s.max_documents_per_request:
@@ -327,7 +328,19 @@ class RetrievalService:
             self._chunk_thread,
             lambda: term_counts([record.indexed_text for record in records], workers=1),
         )
-        plan = await self._on_store(
+        min_free = s.min_free_disk_mb * MIB
+
+        def on_store_writing(func, *args):
+            """A store write on the store thread: enough disk first, a full one is a 507."""
+
+            def write():
+                check_free_space(store, min_free)
+                with storage_errors(store):
+                    return func(*args)
+
+            return self._on_store(write)
+
+        plan = await on_store_writing(
             lambda: plan_ingest(store, collection, chunked, chunker, embeddings, analyzed=analyzed)
         )
         encoder = plan.encoder
@@ -341,9 +354,9 @@ class RetrievalService:
                 outcome = await embeddings.embed(texts, check_limits=False)
                 for point, vector in zip(points, outcome.vectors, strict=True):
                     point.dense = vector
-            plan.report.added += await self._on_store(store.upsert, collection, points)
-        plan.report.deleted = await self._on_store(store.delete_chunks, collection, plan.stale)
-        await self._on_store(finish_ingest, store, collection, plan.report)
+            plan.report.added += await on_store_writing(store.upsert, collection, points)
+        plan.report.deleted = await on_store_writing(store.delete_chunks, collection, plan.stale)
+        await on_store_writing(finish_ingest, store, collection, plan.report)
         plan.report.seconds = time.perf_counter() - started
         return plan.report
 

@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from finerank.errors import (
     ConflictError,
     FinerankError,
+    InsufficientStorageError,
     InvalidInputError,
     LimitExceededError,
     ModelLoadError,
@@ -32,6 +33,7 @@ from finerank.errors import (
     QueueFullError,
     ServiceUnavailableError,
     UnknownModelError,
+    is_disk_full,
 )
 
 logger = logging.getLogger(__name__)
@@ -42,6 +44,7 @@ DOMAIN_STATUS: tuple[tuple[type[Exception], int, str], ...] = (
     (UnknownModelError, 404, "model_not_found"),
     (NotFoundError, 404, "not_found"),
     (ConflictError, 409, "conflict"),
+    (InsufficientStorageError, 507, "insufficient_storage"),
     (QueueFullError, 429, "queue_full"),
     (ServiceUnavailableError, 503, "service_unavailable"),
     (ModelLoadError, 503, "model_unavailable"),
@@ -58,6 +61,7 @@ _HTTP_TYPES = {
     415: "unsupported_media_type",
     422: "validation_error",
     499: "client_closed_request",
+    507: "insufficient_storage",
 }
 
 
@@ -95,6 +99,10 @@ def exception_response(exc: Exception) -> JSONResponse:
             if isinstance(exc, QueueFullError):
                 headers = {"Retry-After": str(max(1, round(exc.retry_after_s)))}
             return error_response(status, str(exc), error_type, headers=headers, **extra)
+    if is_disk_full(exc):  # the environment, not a bug; still worth the log
+        logger.error("disk full", exc_info=exc)
+        message = "no space left on device on the server; free some space and retry"
+        return error_response(507, message, "insufficient_storage")
     logger.error("unhandled error", exc_info=exc)
     return error_response(500, "internal server error (see the server log)", "internal_error")
 

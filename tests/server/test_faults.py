@@ -3,6 +3,7 @@ body, a bug in a route, a full disk; each gives a clear answer and leaves the se
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import threading
@@ -171,3 +172,168 @@ async def test_bad_input_is_a_4xx_never_a_500(make_app):
                     assert response.status_code < 500, (route, body, response.text)
                     if response.status_code >= 400:
                         assert response.json()["detail"], (route, body)
+
+
+class DiskFillingStore:
+    """The real store, except that upserts after the first ``allowed`` fail as a full disk
+    does (``ENOSPC``) while ``full`` is set."""
+
+    def __init__(self, store, allowed: int):
+        self._store = store
+        self.allowed = allowed
+        self.upserts = 0
+        self.full = True
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def upsert(self, collection, points):
+        import errno
+
+        self.upserts += 1
+        if self.full and self.upserts > self.allowed:
+            raise OSError(errno.ENOSPC, "No space left on device", "segment.mmap")
+        return self._store.upsert(collection, points)
+
+
+def _articles(count: int) -> list[dict]:
+    return [
+        {
+            "id": f"a{i}",
+            "text": f"第{i}条 违反本法规定的，处{i}万元以下罚款。",
+            "metadata": {"n": i},
+        }
+        for i in range(count)
+    ]
+
+
+async def _ready(client) -> None:
+    for _ in range(600):
+        if (await client.get("/health")).status_code == 200:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("never ready")
+
+
+async def test_a_full_disk_during_ingest_is_a_507_and_a_rerun_converges(
+    qwen3_reranker, qwen3_reranker_dir, tmp_path
+):
+    """The store fails its second batch with ENOSPC: 507 saying "no space left on device";
+    the same request once space is back gives the collection an uninterrupted run gives."""
+    from finerank.retrieval.store import VectorStore
+    from finerank.runtime import Runtime
+    from finerank.server.app import create_app
+    from tests.server.conftest import asgi_client, tiny_settings
+
+    documents = _articles(150)  # three batches of 64 chunks
+    store = DiskFillingStore(VectorStore.open(data_dir=tmp_path / "qdrant"), allowed=1)
+    settings = tiny_settings(qwen3_reranker_dir, data_dir=tmp_path / "qdrant")
+    app = create_app(runtime=Runtime(settings, reranker=qwen3_reranker, store=store))
+    path = "/v1/collections/{}/documents"
+    try:
+        async with asgi_client(app) as client:
+            await _ready(client)
+            full = await client.post(path.format("laws"), json={"documents": documents})
+            assert full.status_code == 507, full.text
+            assert full.json()["error"]["type"] == "insufficient_storage"
+            assert "no space left on device" in full.json()["detail"]
+            assert "segment.mmap" not in full.text  # no internals
+            store.full = False
+            again = await client.post(path.format("laws"), json={"documents": documents})
+            assert again.status_code == 200, again.text
+            fresh = await client.post(path.format("fresh"), json={"documents": documents})
+            assert fresh.status_code == 200, fresh.text
+            assert again.json()["added"] == 150 - 64 and fresh.json()["added"] == 150
+    finally:
+        store.close()
+    reopened = VectorStore.open(data_dir=tmp_path / "qdrant")
+    try:
+        points = {
+            name: sorted((p.chunk_id, p.payload["text"]) for p in reopened.iter_points(name))
+            for name in ("laws", "fresh")
+        }
+    finally:
+        reopened.close()
+    assert points["laws"] == points["fresh"] and len(points["laws"]) == 150
+
+
+async def test_ingest_stops_before_the_disk_is_full(qwen3_reranker, qwen3_reranker_dir, tmp_path):
+    """Free space under ``min_free_disk_mb`` (here: more than any disk has) is a 507 before a
+    byte is written; embedded Qdrant would otherwise die of SIGBUS on a full disk."""
+    from finerank.runtime import Runtime
+    from finerank.server.app import create_app
+    from tests.server.conftest import asgi_client, tiny_settings
+
+    settings = tiny_settings(
+        qwen3_reranker_dir, data_dir=tmp_path / "qdrant", min_free_disk_mb=10**12
+    )
+    app = create_app(runtime=Runtime(settings, reranker=qwen3_reranker))
+    async with asgi_client(app) as client:
+        await _ready(client)
+        refused = await client.post(
+            "/v1/collections/laws/documents", json={"documents": _articles(3)}
+        )
+        assert refused.status_code == 507, refused.text
+        assert refused.json()["detail"].startswith("no space left on device for the store in")
+        assert "min_free_disk_mb" in refused.json()["detail"]
+        listed = await client.get("/v1/collections")
+        assert listed.json()["collections"] == []
+
+
+def test_finerank_index_on_a_full_disk_says_so_and_exits_2(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from finerank.cli import app
+
+    (tmp_path / "a.txt").write_text("第一条 网络安全。\n", encoding="utf-8")
+    monkeypatch.setenv("FINERANK_MIN_FREE_DISK_MB", str(10**12))
+    args = ["index", str(tmp_path / "a.txt"), "-c", "laws", "--data-dir", str(tmp_path / "q")]
+    result = CliRunner().invoke(app, [*args, "-q"])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: no space left on device"), lines
+    monkeypatch.setenv("FINERANK_MIN_FREE_DISK_MB", "0")
+    assert CliRunner().invoke(app, [*args, "-q"]).exit_code == 0
+
+
+async def test_a_failing_request_in_a_merged_batch_fails_alone_over_http(
+    make_app, small_vocab_reranker, caplog
+):
+    """Three requests merged into one forward pass, one of them with words the model cannot
+    embed: that one is a logged 500, the other two are answered with their own scores."""
+    import httpx
+
+    from finerank.reranker import Reranker
+    from tests.server.conftest import GatedEngine
+
+    engine = GatedEngine(small_vocab_reranker.engine)
+    reranker = Reranker(engine, name="tiny", path=small_vocab_reranker.path, load_seconds=0.0)
+    app = make_app(reranker=reranker, batch_wait_ms=0)
+    good = ["the of and in", "a the a"]
+    bodies = [
+        {"query": "the", "documents": good},
+        {"query": "the", "documents": ["zebra crossing"]},  # ids past the table: IndexError
+        {"query": "of", "documents": good},
+    ]
+    caplog.set_level("ERROR", logger="finerank.server.errors")
+    async with app.router.lifespan_context(app):
+        service = app.state.runtime.rerank
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
+            engine.gate.clear()
+            first = asyncio.create_task(c.post("/v1/rerank", json=bodies[0]))
+            assert await asyncio.to_thread(engine.entered.wait, 10)
+            tasks = [asyncio.create_task(c.post("/v1/rerank", json=b)) for b in bodies]
+            while service.queued_pairs < 5:
+                await asyncio.sleep(0.01)
+            engine.gate.set()
+            assert (await first).status_code == 200
+            answers = await asyncio.gather(*tasks)
+    assert [a.status_code for a in answers] == [200, 500, 200], [a.text for a in answers]
+    assert engine.run_sizes[1] == 5  # the three were merged, then re-run one by one
+    for body, answer in zip((bodies[0], bodies[2]), (answers[0], answers[2]), strict=True):
+        want = small_vocab_reranker.rerank(body["query"], body["documents"])
+        got = {r["index"]: r["relevance_score"] for r in answer.json()["results"]}
+        assert [got[r.index] for r in want] == pytest.approx([r.score for r in want], abs=1e-6)
+    assert "IndexError" not in answers[1].text and answers[1].json()["detail"]
+    assert any(r.exc_info and isinstance(r.exc_info[1], IndexError) for r in caplog.records)

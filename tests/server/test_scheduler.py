@@ -209,31 +209,6 @@ def test_withdraw_drops_what_is_left_of_a_started_job(qwen3_reranker):
         scheduler.stop()
 
 
-@pytest.fixture(scope="module")
-def small_vocab_reranker(tmp_path_factory):
-    """A real BERT cross-encoder whose embedding table holds only the first 2000 ids of its
-    tokenizer's vocabulary: documents made of the first ids score, any other word makes the
-    forward pass raise IndexError. A real failing input, no mock."""
-    from transformers import BertConfig, BertForSequenceClassification
-
-    from finerank import Reranker
-    from finerank.testing import write_tokenizer
-
-    target = tmp_path_factory.mktemp("bert-2000-ids")
-    config = BertConfig(
-        vocab_size=2000,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        intermediate_size=64,
-        num_labels=1,
-        architectures=["BertForSequenceClassification"],
-    )
-    BertForSequenceClassification(config).save_pretrained(target)
-    write_tokenizer("minilm", target)
-    return Reranker.from_pretrained(target, device="cpu", dtype="float32")
-
-
 def test_a_failing_request_in_a_merged_run_fails_alone(small_vocab_reranker):
     # "the", "of", "and", "in" and "a" have ids below 2000 in the uncased BERT vocabulary
     good = ["the of and in", "a the a"]
