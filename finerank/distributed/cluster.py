@@ -47,6 +47,11 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> No
             f"could not connect to the Ray cluster at {address!r} ({exc}); start it with "
             "`ray start --head` on the head node and pass its address (host:6379)"
         ) from exc
+    from finerank.distributed.reaper import start_reaper
+
+    # The processes of a local cluster die with this one, even on kill -9 (a cluster this
+    # process only joined has none of them as its children: nothing to reap).
+    start_reaper()
 
 
 def absolute_paths(settings: Settings) -> Settings:
