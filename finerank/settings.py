@@ -153,6 +153,20 @@ class Settings(BaseSettings):
     prf_weight: float = Field(
         0.5, ge=0.0, le=1.0, description="Share of the expansion in a `+prf` query (0: none)."
     )
+    document_weight: float = Field(
+        0.2,
+        ge=0.0,
+        le=10.0,
+        description="How much a chunk's document (its file's other chunks in the first pass) "
+        "lifts it in the `bm25` modes (0: off).",
+    )
+    document_depth: int = Field(
+        1000,
+        ge=1,
+        le=100_000,
+        description="First-pass depth (chunks) in which `document_weight` finds a chunk's "
+        "document.",
+    )
     max_query_chars: int = Field(
         4096, ge=1, description="Characters of a `/v1/search` query (`413` above)."
     )

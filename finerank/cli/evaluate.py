@@ -3,8 +3,10 @@
 Without ``--dataset``, the datasets shipped in the package (``stard``); each ``--dataset`` is a
 shipped name or a BEIR directory. Without ``--first-stage``, ``bm25`` and ``bm25+prf``, plus
 ``dense``, ``hybrid`` and ``hybrid+prf`` when an embedding model is given. Each dataset is
-indexed once for all its modes. Fusion and feedback come from the ``FINERANK_*`` settings
-(``--fusion`` / ``--rrf-k`` override them).
+indexed once for all its modes; records titled as statute articles (``<law>第N条``) are
+indexed as chunks of their law's file, so document context applies as it does to a law
+indexed from its file. Fusion, feedback and document context come from the ``FINERANK_*``
+settings (``--fusion`` / ``--rrf-k`` override them).
 
 Flags override ``FINERANK_*`` settings (``FINERANK_MODEL`` is the reranker when ``--model``
 is not given, as for ``finerank search``; ``--no-rerank`` measures the first stage alone); the
@@ -159,7 +161,15 @@ def eval_command(
             "rerank_k": rerank_k if reranker is not None else None,
             "fusion": settings.fusion,
             "rrf_k": settings.rrf_k,
-            "prf": {"docs": settings.prf_docs, "terms": settings.prf_terms},
+            "prf": {
+                "docs": settings.prf_docs,
+                "terms": settings.prf_terms,
+                "weight": settings.prf_weight,
+            },
+            "document_context": {
+                "weight": settings.document_weight,
+                "depth": settings.document_depth,
+            },
         },
     )
     if output is not None:

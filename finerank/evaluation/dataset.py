@@ -18,8 +18,9 @@ Example:
 from __future__ import annotations
 
 import gzip
+import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from finerank.errors import InvalidInputError, NotFoundError
@@ -50,6 +51,28 @@ def splits(directory: str | Path) -> list[str]:
     return sorted(p.stem for p in (Path(directory) / "qrels").glob("*.tsv"))
 
 
+# "中华人民共和国民法典第五十四条", "刑法第一百三十三条之一": an article of the law named before it
+_ARTICLE_TITLE = re.compile(
+    r"^(.+?)第[零〇一二两三四五六七八九十百千万\d]+条(?:之[零〇一二两三四五六七八九十\d]+)?$"
+)
+
+
+def document_of(title: str) -> str | None:
+    """The document a corpus record is part of, from its title: a statute article titled
+    ``<law>第N条`` (``第N条之M``) is part of ``<law>``, as the ``legal`` chunker splits a law;
+    ``None`` for any other title (the record is a document of its own). ``finerank eval``
+    indexes the records of one document as chunks of one file, so that document context
+    (:mod:`finerank.retrieval.context`) sees them together, as it would for a law indexed
+    from its file.
+
+    Example:
+        >>> document_of("中华人民共和国民法典第五十四条"), document_of("Boundary layers")
+        ('中华人民共和国民法典', None)
+    """
+    match = _ARTICLE_TITLE.match(title.strip())
+    return match.group(1).strip() if match else None
+
+
 @dataclass(frozen=True)
 class BeirDataset:
     """A corpus, the judged queries of one split (in file order) and their graded qrels."""
@@ -59,6 +82,9 @@ class BeirDataset:
     corpus: dict[str, str]  # doc id -> "title text"
     queries: dict[str, str]  # query id -> text, judged queries only
     qrels: dict[str, dict[str, int]]  # query id -> {doc id: grade > 0}
+    #: doc id -> the document it is part of (see :func:`document_of`), for records that are
+    #: part of a larger document; the others are documents of their own
+    documents: dict[str, str] = field(default_factory=dict)
 
     def head(self, max_queries: int | None) -> BeirDataset:
         """The same dataset restricted to its first ``max_queries`` queries (file order)."""
@@ -68,7 +94,12 @@ class BeirDataset:
             raise InvalidInputError(f"max_queries must be >= 1, got {max_queries}")
         kept = dict(list(self.queries.items())[:max_queries])
         return BeirDataset(
-            self.name, self.split, self.corpus, kept, {q: self.qrels[q] for q in kept}
+            self.name,
+            self.split,
+            self.corpus,
+            kept,
+            {q: self.qrels[q] for q in kept},
+            self.documents,
         )
 
 
@@ -140,10 +171,15 @@ def load_beir(directory: str | Path, *, split: str | None = None) -> BeirDataset
             + (", ".join(available) or "none")
         )
     corpus: dict[str, str] = {}
+    documents: dict[str, str] = {}
     for record in _records(_find(root, "corpus.jsonl")):
         title = str(record.get("title") or "").strip()
         text = str(record.get("text") or "").strip()
-        corpus[str(record["_id"])] = f"{title} {text}".strip() if title else text
+        doc_id = str(record["_id"])
+        corpus[doc_id] = f"{title} {text}".strip() if title else text
+        document = document_of(title)
+        if document is not None:
+            documents[doc_id] = document
     qrels = _read_qrels(qrels_path)
     queries = {
         str(r["_id"]): str(r.get("text") or "")
@@ -152,4 +188,5 @@ def load_beir(directory: str | Path, *, split: str | None = None) -> BeirDataset
     }
     if not queries:
         raise InvalidInputError(f"no query in queries.jsonl is judged in {qrels_path}")
-    return BeirDataset(root.name, split, corpus, queries, {q: qrels[q] for q in queries})
+    judged = {q: qrels[q] for q in queries}
+    return BeirDataset(root.name, split, corpus, queries, judged, documents)

@@ -26,7 +26,9 @@ class FirstStage(Protocol):
 
     name: str
 
-    def index(self, corpus: Mapping[str, str]) -> None: ...
+    def index(
+        self, corpus: Mapping[str, str], documents: Mapping[str, str] | None = None
+    ) -> None: ...
 
     def search(self, queries: Mapping[str, str], k: int) -> dict[str, Ranking]: ...
 
@@ -40,7 +42,8 @@ class Bm25sFirstStage:
         self._retriever = None
         self._ids: list[str] = []
 
-    def index(self, corpus: Mapping[str, str]) -> None:
+    def index(self, corpus: Mapping[str, str], documents: Mapping[str, str] | None = None) -> None:
+        """Index ``corpus`` (doc id -> text); ``documents`` is not used (plain BM25)."""
         import bm25s
 
         self._ids = list(corpus)
@@ -81,8 +84,9 @@ class ProductFirstStage:
     temporary directory, one chunk per document) and queries run through
     :meth:`finerank.retrieval.search.SearchService.recall_batch`, exactly as ``finerank
     search`` runs them, in ``mode`` (any of :data:`finerank.retrieval.search.SEARCH_MODES`;
-    ``dense`` and ``hybrid`` modes need ``embedder``). ``fusion`` and ``prf`` are the
-    service's (default: those of a default :class:`~finerank.settings.Settings`);
+    ``dense`` and ``hybrid`` modes need ``embedder``). ``fusion``, ``prf`` and ``context``
+    (document context) are the service's (default: those of a default
+    :class:`~finerank.settings.Settings`);
     ``instruction`` goes into query embeddings (Qwen3 embedders use it).
 
     The corpus is indexed once; :meth:`for_mode` gives the same index under another mode, so
@@ -98,6 +102,7 @@ class ProductFirstStage:
         embedder=None,
         fusion=None,
         prf=None,
+        context=None,
         instruction: str | None = None,
         max_chunk_tokens: int = 100_000,
     ):
@@ -107,6 +112,7 @@ class ProductFirstStage:
         self.embedder = embedder
         self.fusion = fusion
         self.prf = prf
+        self.context = context
         self.instruction = instruction
         self.max_chunk_tokens = max_chunk_tokens
         self._shared: dict = {}  # the temporary directory and the service, shared by views
@@ -123,7 +129,10 @@ class ProductFirstStage:
     def indexed(self) -> bool:
         return self._shared.get("service") is not None
 
-    def index(self, corpus: Mapping[str, str]) -> None:
+    def index(self, corpus: Mapping[str, str], documents: Mapping[str, str] | None = None) -> None:
+        """Index ``corpus`` (doc id -> text), one chunk per record; a record listed in
+        ``documents`` (doc id -> document, :attr:`BeirDataset.documents`) is a chunk of
+        that document's file, the others each a file of their own."""
         import tempfile
 
         from finerank.retrieval.chunkers import Document, get_chunker
@@ -135,7 +144,12 @@ class ProductFirstStage:
         self._shared["tmp"] = tempfile.TemporaryDirectory(prefix="finerank-eval-")
         store = VectorStore.open(data_dir=self._shared["tmp"].name)
         documents = [
-            Document(source=doc_id, text=text, metadata={"doc_id": doc_id}, file=doc_id)
+            Document(
+                source=doc_id,
+                text=text,
+                metadata={"doc_id": doc_id},
+                file=(documents or {}).get(doc_id, doc_id),
+            )
             for doc_id, text in corpus.items()
             if text.strip()
         ]
@@ -148,7 +162,7 @@ class ProductFirstStage:
             batch_size=256,
         )
         self._shared["service"] = SearchService(
-            store, embedder=self.embedder, fusion=self.fusion, prf=self.prf
+            store, embedder=self.embedder, fusion=self.fusion, prf=self.prf, context=self.context
         )
 
     def search(self, queries: Mapping[str, str], k: int) -> dict[str, Ranking]:
@@ -212,6 +226,7 @@ def make_first_stage(
                 "pip install 'finerank[retrieval]'"
             ) from None
         return Bm25sFirstStage()
+    from finerank.retrieval.context import DocumentContext
     from finerank.retrieval.expansion import PrfConfig
     from finerank.retrieval.search import fusion_from_settings
     from finerank.settings import Settings
@@ -222,5 +237,6 @@ def make_first_stage(
         embedder=embedder,
         fusion=fusion_from_settings(settings),
         prf=PrfConfig.from_settings(settings),
+        context=DocumentContext.from_settings(settings),
         instruction=instruction,
     )

@@ -195,7 +195,7 @@ def evaluate_dataset(
     seconds: dict[str, float] = {}
     if index:
         started = time.perf_counter()
-        first_stage.index(dataset.corpus)
+        first_stage.index(dataset.corpus, dataset.documents)
         seconds["index"] = time.perf_counter() - started
     started = time.perf_counter()
     retrieved: dict[str, Ranking] = {}

@@ -54,7 +54,7 @@ def evaluate_modes(
     ``seconds["index"]`` is the indexing time of all of them. ``progress`` gets stage names
     prefixed with the dataset and mode."""
     started = time.perf_counter()
-    stage.index(dataset.corpus)
+    stage.index(dataset.corpus, dataset.documents)
     indexed = time.perf_counter() - started
     reports = []
     for number, mode in enumerate(modes):

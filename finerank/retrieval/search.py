@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 from finerank.errors import ConflictError, InvalidInputError
 from finerank.retrieval.bm25 import ANALYZER_VERSION, Bm25Encoder, SparseVector
+from finerank.retrieval.context import DocumentContext, with_document_context
 from finerank.retrieval.expansion import PrfConfig, rocchio
 from finerank.retrieval.head import RerankHead
 from finerank.retrieval.metadata import safe_metadata, safe_text
@@ -47,6 +48,8 @@ from finerank.retrieval.store import (
 SearchMode = Literal["bm25", "dense", "hybrid", "bm25+prf", "hybrid+prf"]
 #: first-stage modes: the store's three, and BM25 / hybrid with pseudo-relevance feedback
 SEARCH_MODES: tuple[str, ...] = ("bm25", "dense", "hybrid", "bm25+prf", "hybrid+prf")
+#: what document context reads of the hits of its deep first pass
+CONTEXT_FIELDS = ("file", "source")
 
 
 class SupportsRerank(Protocol):
@@ -149,8 +152,10 @@ class SearchService:
     ``None`` means first stage only. ``embedder`` is needed for ``dense`` and ``hybrid``
     modes and must be the model that built the collection. ``fusion`` is how ``hybrid`` fuses
     its branches unless a call says otherwise (default :data:`DEFAULT_HYBRID_FUSION`);
-    ``prf`` sets the pseudo-relevance feedback of the ``+prf`` modes (:class:`PrfConfig`).
-    :meth:`from_settings` takes both from :class:`finerank.settings.Settings`.
+    ``prf`` sets the pseudo-relevance feedback of the ``+prf`` modes (:class:`PrfConfig`);
+    ``context`` how much a chunk's document lifts it in the ``bm25`` modes
+    (:class:`DocumentContext`, :mod:`finerank.retrieval.context`). :meth:`from_settings` takes
+    all three from :class:`finerank.settings.Settings`.
     """
 
     def __init__(
@@ -161,25 +166,28 @@ class SearchService:
         reranker: SupportsRerank | None = None,
         fusion: FusionSpec | None = None,
         prf: PrfConfig | None = None,
+        context: DocumentContext | None = None,
     ):
         self.store = store
         self.embedder = embedder
         self.reranker = reranker
         self.fusion = fusion or DEFAULT_HYBRID_FUSION
         self.prf = prf or PrfConfig()
+        self.context = context or DocumentContext()
 
     @classmethod
     def from_settings(
         cls, settings, store: VectorStore, *, embedder=None, reranker=None
     ) -> SearchService:
-        """A service with the fusion and feedback settings of ``settings``
-        (``fusion``, ``rrf_k``, ``fusion_*_weight``, ``prf_*``)."""
+        """A service with the fusion, feedback and document-context settings of
+        ``settings`` (``fusion``, ``rrf_k``, ``fusion_*_weight``, ``prf_*``, ``document_*``)."""
         return cls(
             store,
             embedder=embedder,
             reranker=reranker,
             fusion=fusion_from_settings(settings),
             prf=PrfConfig.from_settings(settings),
+            context=DocumentContext.from_settings(settings),
         )
 
     def spec(self, collection: str) -> CollectionSpec:
@@ -202,7 +210,8 @@ class SearchService:
         ``mode``: ``bm25``, ``dense``, ``hybrid`` (both, fused by ``fusion``, default the
         service's), or ``bm25+prf`` / ``hybrid+prf``: the BM25 query expanded by
         pseudo-relevance feedback from its own first ``prf.docs`` hits
-        (:mod:`finerank.retrieval.expansion`). ``bm25`` modes need no embedder.
+        (:mod:`finerank.retrieval.expansion`). ``bm25`` modes need no embedder, and rank
+        with the service's document context (:mod:`finerank.retrieval.context`).
         ``instruction`` goes into the query embedding (Qwen3 embedders use it; others ignore
         it).
         """
@@ -260,20 +269,40 @@ class SearchService:
         ]
         if feedback:
             sparse = self._expand(collection, sparse, filters)
-        return self.store.query_batch(
+        # BM25 modes only: a deeper hybrid pass would change how DBSF normalizes its branches
+        contextual = self.context.enabled and base == "bm25"
+        limit = self.context.pass_limit(recall_k) if contextual else recall_k
+        deep = limit > recall_k
+        runs = self.store.query_batch(
             collection,
             [
                 StoreQuery(
                     base,  # type: ignore[arg-type]
-                    recall_k,
+                    limit,
                     sparse=terms,
                     dense=vector,
                     filters=filters,
                     fusion=fusion or self.fusion,
+                    # the deep pass only needs to know each hit's document
+                    fields=CONTEXT_FIELDS if deep else None,
                 )
                 for terms, vector in zip(sparse, dense, strict=True)
             ],
         )
+        if not contextual:
+            return runs
+        runs = [
+            with_document_context(hits, weight=self.context.weight, limit=recall_k) for hits in runs
+        ]
+        if deep:  # the whole payloads of the hits kept
+            payloads = self.store.payloads(
+                collection, sorted({hit.chunk_id for hits in runs for hit in hits})
+            )
+            runs = [
+                [replace(hit, payload=payloads.get(hit.chunk_id, hit.payload)) for hit in hits]
+                for hits in runs
+            ]
+        return runs
 
     def _expand(
         self, collection: str, sparse: list[SparseVector | None], filters

@@ -33,6 +33,7 @@ def test_plain_jsonl_and_cranfield(shared_data):
     dataset = load_beir(shared_data / "cranfield")
     assert len(dataset.corpus) == 1400 and len(dataset.queries) == 225
     assert sum(len(judged) for judged in dataset.qrels.values()) == 1837
+    assert dataset.documents == {}  # abstracts: each record is a document of its own
 
 
 def test_missing_split_names_the_available_ones(small_beir):
@@ -60,6 +61,11 @@ def test_shipped_stard_loads_by_name_with_its_only_split(shared_data):
     assert (dataset.name, dataset.split) == ("stard", "train")
     assert len(dataset.corpus) == 10414 and len(dataset.queries) == 1235
     assert sum(len(judged) for judged in dataset.qrels.values()) == 2116
+    # every record is an article of one of the 126 laws STARD cites, grouped by its title
+    assert set(dataset.documents) == set(dataset.corpus)
+    assert len(set(dataset.documents.values())) == 126
+    assert dataset.documents["705"] == "中华人民共和国民法典"  # 中华人民共和国民法典第五十四条
+    assert dataset.head(3).documents == dataset.documents
     assert resolve_dataset("stard") == SHIPPED_ROOT / "stard"
     for note in ("SOURCE.md", "LICENSE"):
         assert (SHIPPED_ROOT / "stard" / note).is_file()
@@ -74,3 +80,19 @@ def test_a_directory_with_a_shipped_name_wins(small_beir, tmp_path, monkeypatch)
     shutil.copytree(small_beir, tmp_path / "stard")
     monkeypatch.chdir(tmp_path)
     assert len(load_beir("stard").corpus) == 6  # ./stard, not the shipped one
+
+
+def test_article_titles_name_their_document():
+    from finerank.evaluation.dataset import document_of
+
+    assert document_of("中华人民共和国刑法第一百三十三条之一") == "中华人民共和国刑法"
+    assert document_of("最高人民法院关于适用《民事诉讼法》的解释第5条") == (
+        "最高人民法院关于适用《民事诉讼法》的解释"
+    )
+    for own in (
+        "",
+        "第一条",
+        "on the solution of the laminar boundary layer equations .",
+        "第三条规定",
+    ):
+        assert document_of(own) is None

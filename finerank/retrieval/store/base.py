@@ -377,6 +377,8 @@ class StoreQuery:
     dense: Sequence[float] | None = None
     filters: Mapping[str, Any] | None = None
     fusion: FusionSpec | None = None
+    #: payload keys the hits carry (``chunk_id`` always); ``None``: the whole payload
+    fields: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -388,6 +390,7 @@ class Search:
     filter: tuple[FilterClause, ...] = ()
     sparse: SparseVector | None = None
     dense: list[float] | None = None
+    fields: tuple[str, ...] | None = None  # payload keys; None: all
 
 
 _Plan = tuple[list[Search], Callable[[list[list[Scored]]], list[Scored]]]
@@ -410,6 +413,7 @@ def _plan(query: StoreQuery) -> _Plan:
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise InvalidInputError(f"limit must be a positive integer, got {limit!r}")
     clauses = parse_filters(query.filters)
+    fields = None if query.fields is None else tuple(dict.fromkeys(("chunk_id", *query.fields)))
     fusion = query.fusion or DEFAULT_FUSION
     if not isinstance(fusion, FusionSpec):
         raise InvalidInputError("fusion must be a FusionSpec")
@@ -420,17 +424,17 @@ def _plan(query: StoreQuery) -> _Plan:
     if query.mode == "bm25" or (query.mode == "hybrid" and dense is None):
         if sparse is None:  # no index term in the query (only stop words): nothing matches
             return [], lambda _: []
-        return [Search(limit, clauses, sparse=sparse)], _first
+        return [Search(limit, clauses, sparse=sparse, fields=fields)], _first
     if query.mode == "dense" or sparse is None:
-        return [Search(limit, clauses, dense=dense)], _first
+        return [Search(limit, clauses, dense=dense, fields=fields)], _first
     candidates = fusion.prefetch_limit or limit
 
     def fuse(results: list[list[Scored]]) -> list[Scored]:
         return fusion.fuse(results[0], results[1])[:limit]
 
     branches = [
-        Search(candidates, clauses, sparse=sparse),
-        Search(candidates, clauses, dense=dense),
+        Search(candidates, clauses, sparse=sparse, fields=fields),
+        Search(candidates, clauses, dense=dense, fields=fields),
     ]
     return branches, fuse
 
@@ -634,13 +638,23 @@ class VectorStore(ABC):
             return {}
         self.spec(name)
         vectors: dict[str, SparseVector] = {}
-        for payload, stored in self._retrieve(name, [point_id(c) for c in chunk_ids]):
+        ids = [point_id(c) for c in chunk_ids]
+        for payload, stored in self._retrieve(name, ids, fields=["chunk_id"], vectors=True):
             sparse = (stored or {}).get(SPARSE)
             if sparse is not None:
                 vectors[payload["chunk_id"]] = SparseVector(
                     list(sparse.indices), [float(v) for v in sparse.values]
                 )
         return vectors
+
+    def payloads(self, name: str, chunk_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The whole payloads of those of ``chunk_ids`` that exist, by chunk id (hits first
+        searched with a few ``fields``)."""
+        if not chunk_ids:
+            return {}
+        self.spec(name)
+        found = self._retrieve(name, [point_id(c) for c in chunk_ids], fields=None, vectors=False)
+        return {payload["chunk_id"]: payload for payload, _ in found}
 
     def upsert(self, name: str, points: Iterable[StoredPoint]) -> int:
         """Write points (one atomic batch: a killed process leaves all or none of it)."""
@@ -743,10 +757,10 @@ class VectorStore(ABC):
 
     @abstractmethod
     def _retrieve(
-        self, name: str, ids: list[str]
+        self, name: str, ids: list[str], *, fields: list[str] | None, vectors: bool
     ) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
-        """(``chunk_id`` payload, sparse vector) of the points ``ids`` that exist; vectors as
-        in :meth:`_scroll`."""
+        """(payload ``fields``, or all of it for ``None``; sparse vector when ``vectors``) of
+        the points ``ids`` that exist; vectors as in :meth:`_scroll`."""
 
     @abstractmethod
     def _write(self, name: str, points: list[StoredPoint]) -> None: ...

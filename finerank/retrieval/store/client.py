@@ -70,7 +70,7 @@ def _request(search: Search):
         using=SPARSE if search.sparse is not None else DENSE,
         limit=search.limit,
         filter=client_filter(search.filter),
-        with_payload=True,
+        with_payload=list(search.fields) if search.fields is not None else True,
     )
 
 
@@ -190,12 +190,17 @@ class ClientStore(VectorStore):
                 return
 
     def _retrieve(
-        self, name: str, ids: list[str]
+        self, name: str, ids: list[str], *, fields: list[str] | None, vectors: bool
     ) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
         records = self.client.retrieve(
-            name, ids=ids, with_payload=["chunk_id"], with_vectors=[SPARSE]
+            name,
+            ids=ids,
+            with_payload=fields if fields is not None else True,
+            with_vectors=[SPARSE] if vectors else False,
         )
-        return [(dict(record.payload or {}), record.vector) for record in records]
+        return [
+            (dict(record.payload or {}), record.vector if vectors else None) for record in records
+        ]
 
     def _write(self, name: str, points: list[StoredPoint]) -> None:
         from qdrant_client import models
@@ -250,7 +255,7 @@ class ClientStore(VectorStore):
                         using=r.using,
                         query_filter=r.filter,
                         limit=r.limit,
-                        with_payload=True,
+                        with_payload=r.with_payload,
                     )
                 ]
             else:

@@ -104,7 +104,10 @@ def _request(search: Search):
     else:
         query = q.Query.Nearest(search.dense, using=DENSE)
     return q.QueryRequest(
-        limit=search.limit, query=query, filter=edge_filter(search.filter), with_payload=True
+        limit=search.limit,
+        query=query,
+        filter=edge_filter(search.filter),
+        with_payload=list(search.fields) if search.fields is not None else True,
     )
 
 
@@ -333,10 +336,16 @@ class EdgeStore(VectorStore):
                 return
 
     def _retrieve(
-        self, name: str, ids: list[str]
+        self, name: str, ids: list[str], *, fields: list[str] | None, vectors: bool
     ) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
-        records = self._shard(name).retrieve(ids, with_payload=["chunk_id"], with_vector=[SPARSE])
-        return [(dict(record.payload or {}), record.vector) for record in records]
+        records = self._shard(name).retrieve(
+            ids,
+            with_payload=fields if fields is not None else True,
+            with_vector=[SPARSE] if vectors else False,
+        )
+        return [
+            (dict(record.payload or {}), record.vector if vectors else None) for record in records
+        ]
 
     def _write(self, name: str, points: list[StoredPoint]) -> None:
         q = _edge()
