@@ -84,7 +84,7 @@ def eval_command(
     """Evaluate first stages and reranking (NDCG@10, MRR@10, Recall@10/100, MAP) in one table."""
     from finerank.evaluation import load_beir
     from finerank.evaluation.dataset import SHIPPED
-    from finerank.evaluation.first_stage import make_first_stage
+    from finerank.evaluation.first_stage import Bm25sFirstStage, make_first_stage
     from finerank.evaluation.suite import EvalSuite, evaluate_modes
     from finerank.runtime import Runtime
 
@@ -107,6 +107,8 @@ def eval_command(
     stage = make_first_stage(
         modes[0], embedder=embedder, settings=settings, instruction=settings.instruction
     )
+    if not first_stage and isinstance(stage, Bm25sFirstStage):
+        modes = ["bm25"]  # without the retrieval extra, plain BM25 is the only default mode
     for mode in modes[1:]:
         stage.for_mode(mode)  # every mode is possible before anything runs
     reranker = runtime.reranker() if runtime.has("reranker") and not no_rerank else None

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 
 from typer.testing import CliRunner
 
@@ -128,3 +129,15 @@ def test_eval_dense_first_stage_with_minilm(small_beir, minilm_model_dir):
     for mode in ("dense", "hybrid", "hybrid+prf"):
         tops = {row["query_id"]: row["first_stage_top"] for row in runs[mode]["per_query"]}
         assert tops["q1"][0] in {"d1", "d4"} and tops["q2"][0] == "d2" and tops["q3"][0] == "d6"
+
+
+def test_without_the_retrieval_extra_eval_runs_plain_bm25(small_beir, monkeypatch):
+    """An install with the eval extra only: bm25s BM25, the one default mode it can run."""
+    monkeypatch.setitem(sys.modules, "finerank.retrieval.search", None)  # import fails
+    result = runner.invoke(app, ["eval", "--dataset", str(small_beir), "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["settings"]["modes"] == ["bm25"] and len(payload["runs"]) == 1
+    assert payload["runs"][0]["first_stage"]["ndcg@10"] > 0
+    prf = runner.invoke(app, ["eval", "--dataset", str(small_beir), "--first-stage", "bm25+prf"])
+    assert prf.exit_code == 2 and "pip install 'finerank[retrieval]'" in prf.output
