@@ -470,10 +470,25 @@ def get_chunker(name: str, **options: Any) -> Chunker:
         >>> get_chunker("window", max_tokens=128).config()
         {'name': 'window', 'max_tokens': 128, 'overlap': 0.125}
     """
+    import inspect
+
     classes = {"legal": LegalChunker, "markdown": MarkdownChunker, "window": WindowChunker}
     if name not in classes:
         raise InvalidInputError(f"unknown chunker {name!r}: use one of {', '.join(CHUNKERS)}")
-    try:
-        return classes[name](**options)
-    except TypeError as exc:
-        raise InvalidInputError(f"bad options for the {name} chunker: {exc}") from None
+    # Checked here, so that a bad option reads as what to fix, not as a Python TypeError.
+    defaults = {
+        key: parameter.default
+        for key, parameter in inspect.signature(classes[name]).parameters.items()
+    }
+    for key, value in options.items():
+        if key not in defaults:
+            raise InvalidInputError(
+                f"unknown option {key!r} for the {name} chunker: use {', '.join(defaults)}"
+            )
+        wanted = (int, float) if isinstance(defaults[key], float) else (int,)
+        if isinstance(value, bool) or not isinstance(value, wanted):
+            kind = "a number" if float in wanted else "an integer"
+            raise InvalidInputError(
+                f"the {name} chunker's {key} must be {kind}, got {type(value).__name__}"
+            )
+    return classes[name](**options)

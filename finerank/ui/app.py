@@ -16,13 +16,14 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 from collections.abc import AsyncIterator, Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from finerank.errors import FinerankError, InvalidInputError
+from finerank.errors import FinerankError, InvalidInputError, is_disk_full
 from finerank.models.template import DEFAULT_INSTRUCTION
 from finerank.settings import Settings
 from finerank.ui import render
@@ -84,11 +85,31 @@ def _box_text(documents: list[str]) -> tuple[str, bool]:
 def _top_n(value: float | None) -> int | None:
     if value is None or value == 0:
         return None
-    if value < 0 or int(value) != value:
-        raise InvalidInputError(
-            f"top_n must be a whole number >= 1 (or empty for all), got {value}"
-        )
+    return _whole(value, "top_n", "(or empty for all)")
+
+
+def _whole(value: float | None, name: str, hint: str = "") -> int:
+    """A number box's value as an integer >= 1, or :class:`InvalidInputError`."""
+    if (
+        not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 1
+        or int(value) != value
+    ):
+        hint = f" {hint}" if hint else ""
+        raise InvalidInputError(f"{name} must be a whole number >= 1{hint}, got {value}")
     return int(value)
+
+
+def _failure(exc: Exception) -> str:
+    """What the page shows for an error: the message of a domain error; for anything else (a
+    bug) a notice, with the traceback in the server log, like the API's logged 500."""
+    if isinstance(exc, FinerankError):
+        return str(exc)
+    if is_disk_full(exc):
+        return "no space left on device on the server"
+    logger.error("page event failed", exc_info=exc)
+    return "internal error (see the server log)"
 
 
 def build_blocks(
@@ -128,8 +149,8 @@ def build_blocks(
                 top_n=_top_n(top_n),
                 long_document=long_document,
             )
-        except (FinerankError, ValueError, TypeError, OSError) as exc:
-            return render.message(str(exc))
+        except Exception as exc:  # noqa: BLE001 - shown as a message, bugs logged
+            return render.message(_failure(exc))
         shown = f"“{instruction}”" if instruction else "the default"
         note = f"{len(documents)} documents ranked; instruction: {shown}"
         if long_document == "chunk":
@@ -158,11 +179,11 @@ def build_blocks(
                 query or "",
                 instruction=(instruction or "").strip() or None,
                 mode=mode,
-                recall_k=int(recall_k or 50),
-                top_n=int(top_n or 10),
+                recall_k=_whole(recall_k or 50, "recall_k"),
+                top_n=_whole(top_n or 10, "top_n"),
             )
-        except (FinerankError, ValueError, TypeError, OSError) as exc:
-            return render.message(str(exc))
+        except Exception as exc:  # noqa: BLE001 - shown as a message, bugs logged
+            return render.message(_failure(exc))
         note = (
             f"{outcome.candidates} candidates from {mode}, all reranked; "
             f"showing the top {len(outcome.reranked)} of each order"

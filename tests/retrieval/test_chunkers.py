@@ -187,8 +187,10 @@ def test_window_splits_a_sentence_longer_than_the_window():
 def test_get_chunker_errors():
     with pytest.raises(InvalidInputError, match="unknown chunker"):
         get_chunker("paragraph")
-    with pytest.raises(InvalidInputError, match="bad options"):
+    with pytest.raises(InvalidInputError, match="unknown option 'max_tokens' for the legal"):
         get_chunker("legal", max_tokens=3)
+    with pytest.raises(InvalidInputError, match="max_tokens must be an integer, got str"):
+        get_chunker("window", max_tokens="64")
     with pytest.raises(InvalidInputError, match="overlap"):
         get_chunker("window", overlap=0.95)
     assert LegalChunker().chunk(Document("empty", "no articles here")) == []

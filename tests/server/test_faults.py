@@ -337,3 +337,56 @@ async def test_a_failing_request_in_a_merged_batch_fails_alone_over_http(
         assert [got[r.index] for r in want] == pytest.approx([r.score for r in want], abs=1e-6)
     assert "IndexError" not in answers[1].text and answers[1].json()["detail"]
     assert any(r.exc_info and isinstance(r.exc_info[1], IndexError) for r in caplog.records)
+
+
+RETRIEVAL_BAD_BODIES = {
+    "/v1/collections/laws/documents": [
+        {"documents": ["x"], "chunker_options": {"bogus": 1}},
+        {"documents": ["x"], "chunker_options": {"max_tokens": "a"}},
+        {"documents": ["x"], "chunker_options": {"overlap": [1]}},
+        {"documents": ["x"], "chunker": "legal", "chunker_options": {"max_chars": 1.5}},
+        {"documents": [{"text": "x", "metadata": {"n": 2**64}}]},
+    ],
+    "/v1/search": [
+        {"collection": "laws", "query": "罚款", "mode": "bm25", "filters": {"n": 2**70}},
+        {"collection": "laws", "query": "罚款", "mode": "bm25", "filters": {"": 1}},
+        {"collection": "laws\n", "query": "罚款", "mode": "bm25"},
+    ],
+}
+
+
+async def test_bad_retrieval_input_is_a_4xx_naming_what_to_fix(
+    qwen3_reranker, qwen3_reranker_dir, tmp_path
+):
+    import httpx
+
+    from finerank.runtime import Runtime
+    from finerank.server.app import create_app
+    from tests.server.conftest import tiny_settings
+
+    settings = tiny_settings(qwen3_reranker_dir, data_dir=tmp_path / "qdrant")
+    app = create_app(runtime=Runtime(settings, reranker=qwen3_reranker))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
+            await _ready(c)
+            added = await c.post("/v1/collections/laws/documents", json={"documents": ["罚款"]})
+            assert added.status_code == 200, added.text
+            for route, bodies in RETRIEVAL_BAD_BODIES.items():
+                for body in bodies:
+                    response = await c.post(route, json=body)
+                    assert 400 <= response.status_code < 500, (route, body, response.text)
+                    detail = response.json()["detail"]
+                    assert "__init__" not in detail and "not supported between" not in detail
+
+
+async def test_embeddings_given_token_ids_say_to_send_text(make_app, tmp_path):
+    """langchain-openai sends token ids unless check_embedding_ctx_length=False."""
+    from tests.server.conftest import asgi_client
+
+    async with asgi_client(make_app(data_dir=tmp_path / "qdrant")) as client:
+        for ids in ([1, 2, 3], [[1, 2], [3]]):
+            response = await client.post("/v1/embeddings", json={"input": ids})
+            assert response.status_code == 422, response.text
+            detail = response.json()["detail"]
+            assert "send text instead" in detail and "check_embedding_ctx_length=False" in detail

@@ -206,6 +206,10 @@ def parse_filters(filters: Mapping[str, Any] | None) -> tuple[FilterClause, ...]
                 if re.fullmatch(r"-?\d{1,18}", value.strip()):
                     integers.append(int(value))
             else:
+                if not -(2**63) <= value < 2**63:  # what the store's integer index holds
+                    raise InvalidInputError(
+                        f"filter {key!r}: {value} is outside the 64-bit integer range"
+                    )
                 integers.append(value)
                 strings.append(str(value))
         if not strings:
