@@ -98,6 +98,12 @@ class Settings(BaseSettings):
     body_timeout_s: float = Field(
         60.0, gt=0.0, description="Time a request body may take to arrive before `408`."
     )
+    header_timeout_s: float = Field(
+        30.0,
+        gt=0.0,
+        description="Time a request head (line and headers) may take to arrive before the "
+        "connection is closed.",
+    )
     max_queue_pairs: int = Field(20_000, ge=1, description="Pairs waiting before `429`.")
     batch_wait_ms: float = Field(
         2.0, ge=0.0, description="Wait to fill a batch across requests (only under load)."

@@ -170,6 +170,7 @@ def run_server(settings: Settings, *, log_level: str = "info", access_log: bool 
     import uvicorn
 
     from finerank.server.app import create_app
+    from finerank.server.protocol import uvicorn_config
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -182,10 +183,9 @@ def run_server(settings: Settings, *, log_level: str = "info", access_log: bool 
         holder["server"].should_exit = True
 
     app = create_app(settings, on_load_error=on_load_error)
-    config = uvicorn.Config(
+    config = uvicorn_config(
         app,
-        host=settings.host,
-        port=settings.port,
+        settings,
         log_level=log_level.lower(),
         access_log=access_log,
         lifespan="on",

@@ -52,6 +52,7 @@ def ui_command(
     reranker changed. Open http://HOST:PORT/ui/ in a browser."""
     import uvicorn
 
+    from finerank.server.protocol import uvicorn_config
     from finerank.settings import Settings
     from finerank.ui.app import create_ui_app
 
@@ -86,7 +87,7 @@ def ui_command(
 
     app = create_ui_app(settings, collection=collection, on_load_error=on_load_error)
     holder["app"] = app
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning")
+    config = uvicorn_config(app, settings, log_level="warning")
     server = uvicorn.Server(config)
     holder["server"] = server
     # uvicorn re-raises the signal it stopped on once it is done; with these handlers the

@@ -15,10 +15,13 @@ import pytest
 
 @contextlib.contextmanager
 def running(app) -> Iterator[int]:
-    """``app`` served by a real uvicorn on a free loopback port (yields the port)."""
+    """``app`` served on a free loopback port as ``finerank serve`` runs it (yields the port)."""
     import uvicorn
 
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    from finerank.server.protocol import uvicorn_config
+
+    settings = app.state.runtime.settings
+    config = uvicorn_config(app, settings, port=0, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -69,6 +72,35 @@ def test_a_body_that_never_finishes_is_dropped(make_app):
         with socket.create_connection(("127.0.0.1", port)) as after:
             after.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
             assert _read_response(after, 10).startswith(b"HTTP/1.1 200")
+
+
+def test_a_request_head_that_never_finishes_is_dropped(make_app):
+    """A byte of header now and then (slowloris): closed header_timeout_s after it opened,
+    however often bytes arrive; a connection that finishes its head in time is served."""
+    app = make_app(header_timeout_s=1.0)
+    with running(app) as port:
+        slow = socket.create_connection(("127.0.0.1", port))
+        started = time.monotonic()
+        slow.sendall(b"POST /v1/rerank HTTP/1.1\r\n")
+        closed = False
+        for _ in range(60):  # a header byte every 0.1 s for up to 6 s
+            try:
+                slow.sendall(b"X")
+                time.sleep(0.1)
+            except OSError:  # reset: the server closed it
+                closed = True
+                break
+            slow.settimeout(0.001)
+            with contextlib.suppress(TimeoutError, BlockingIOError):
+                if slow.recv(1) == b"":
+                    closed = True
+                    break
+        waited = time.monotonic() - started
+        slow.close()
+        assert closed and waited < 5, waited
+        with socket.create_connection(("127.0.0.1", port)) as ok:
+            ok.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            assert _read_response(ok, 10).startswith(b"HTTP/1.1 200")
 
 
 @pytest.mark.parametrize("pieces", [1, 4])
