@@ -35,17 +35,17 @@ def eval_command(
         list[str] | None,
         typer.Option(
             "--dataset",
-            help="Shipped dataset name (stard) or BEIR dir; repeatable [every shipped one].",
+            help="Shipped dataset name (stard) or BEIR dir; repeatable \\[every shipped one].",
         ),
     ] = None,
     split: Annotated[
-        str | None, typer.Option(help="qrels/<split>.tsv [the dataset's only split, else test].")
+        str | None, typer.Option(help="qrels/<split>.tsv \\[the dataset's only split, else test].")
     ] = None,
     first_stage: Annotated[
         list[str] | None,
         typer.Option(
             help="bm25 | bm25+prf | dense | hybrid | hybrid+prf; repeatable or comma separated "
-            "[bm25, bm25+prf; all five with --embedding-model]."
+            "\\[bm25, bm25+prf; all five with --embedding-model]."
         ),
     ] = None,
     recall_k: Annotated[int, typer.Option(min=1, help="Candidates from the first stage.")] = 100,
@@ -60,7 +60,7 @@ def eval_command(
     embedding_model: Annotated[
         str | None, typer.Option(help="Embedding model for dense / hybrid.")
     ] = None,
-    fusion: Annotated[str | None, typer.Option(help="Hybrid fusion: dbsf | rrf [dbsf].")] = None,
+    fusion: Annotated[str | None, typer.Option(help="Hybrid fusion: dbsf | rrf \\[dbsf].")] = None,
     rrf_k: Annotated[int | None, typer.Option(min=1, help="RRF rank constant [2].")] = None,
     instruction: Annotated[
         str | None, typer.Option(help="Task instruction (reranker and Qwen3 query embeddings).")
@@ -76,9 +76,9 @@ def eval_command(
     max_length: Annotated[
         int | None, typer.Option(min=16, help="Reranker tokens per pair [8192].")
     ] = None,
-    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda [auto]")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda \\[auto]")] = None,
     dtype: Annotated[
-        str | None, typer.Option(help="auto | float32 | bfloat16 | float16 [auto]")
+        str | None, typer.Option(help="auto | float32 | bfloat16 | float16 \\[auto]")
     ] = None,
 ) -> None:
     """Evaluate first stages and reranking (NDCG@10, MRR@10, Recall@10/100, MAP) in one table."""

@@ -141,3 +141,12 @@ def test_without_the_retrieval_extra_eval_runs_plain_bm25(small_beir, monkeypatc
     assert payload["runs"][0]["first_stage"]["ndcg@10"] > 0
     prf = runner.invoke(app, ["eval", "--dataset", str(small_beir), "--first-stage", "bm25+prf"])
     assert prf.exit_code == 2 and "pip install 'finerank[retrieval]'" in prf.output
+
+
+def test_help_shows_the_defaults():
+    """Bracketed defaults survive rich's markup (an unescaped ``[dbsf]`` is eaten as a tag)."""
+    result = CliRunner().invoke(app, ["eval", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    for default in ("[every shipped one]", "[dbsf]", "[auto]", "[bm25, bm25+prf;"):
+        assert default in text, default
