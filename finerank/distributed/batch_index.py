@@ -182,6 +182,7 @@ def batch_index(
     settings = absolute_paths(settings)
     files = iter_files(paths)
     store = open_store(settings)  # fails early on a locked local directory
+    min_free = settings.min_free_disk_mb * 1024 * 1024
     workers: list[Any] = []
     try:
         ensure_ray(ray_address)
@@ -232,10 +233,12 @@ def batch_index(
             ref = worker.points.remote(records, skip, spec, remote_write, batch_size)
             in_flight[ref] = len(summary.ids)
             if len(in_flight) >= 2 * len(workers):  # bound the points waiting in memory
-                report.added += _collect_one(ray, in_flight, store, collection, batch_size)
+                report.added += _collect_one(
+                    ray, in_flight, store, collection, batch_size, min_free
+                )
                 _report(progress, report.added, pending_count, started)
         while in_flight:
-            report.added += _collect_one(ray, in_flight, store, collection, batch_size)
+            report.added += _collect_one(ray, in_flight, store, collection, batch_size, min_free)
             _report(progress, report.added, pending_count, started)
         report.deleted = store.delete_chunks(collection, stale)
         if report.added or report.deleted:
@@ -249,9 +252,17 @@ def batch_index(
 
 
 def _collect_one(
-    ray, in_flight: dict[Any, int], store: VectorStore, collection: str, batch_size: int
+    ray,
+    in_flight: dict[Any, int],
+    store: VectorStore,
+    collection: str,
+    batch_size: int,
+    min_free_bytes: int,
 ) -> int:
-    """Wait for one worker result; upsert it here when the workers could not."""
+    """Wait for one worker result; upsert it here when the workers could not (keeping the
+    disk's ``min_free_bytes``, as ingest does)."""
+    from finerank.retrieval.storage import check_free_space, storage_errors
+
     [ready], _ = ray.wait(list(in_flight), num_returns=1)
     in_flight.pop(ready)
     result = ray.get(ready)
@@ -259,7 +270,9 @@ def _collect_one(
         return result
     written = 0
     for first in range(0, len(result), batch_size):  # one upsert per batch, as ingest does
-        written += store.upsert(collection, result[first : first + batch_size])
+        check_free_space(store, min_free_bytes)
+        with storage_errors(store):
+            written += store.upsert(collection, result[first : first + batch_size])
     return written
 
 
