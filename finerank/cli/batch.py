@@ -22,7 +22,7 @@ batch_app = typer.Typer(
 
 RayAddress = Annotated[
     str | None,
-    typer.Option(help="Ray cluster (host:6379, ray://host:10001, auto) [RAY_ADDRESS or local]."),
+    typer.Option(help="Ray cluster (host:6379, ray://host:10001, auto) \\[RAY_ADDRESS or local]."),
 ]
 
 
@@ -47,7 +47,7 @@ def batch_rerank_command(
         Path,
         typer.Argument(
             metavar="IN",
-            help="Parquet file/dir or JSONL: query, document [, instruction, id, ...].",
+            help="Parquet file/dir or JSONL: query, document \\[, instruction, id, ...].",
         ),
     ],
     output_dir: Annotated[
@@ -59,9 +59,9 @@ def batch_rerank_command(
     instruction: Annotated[
         str | None, typer.Option(help="Instruction for rows without one (Qwen3).")
     ] = None,
-    max_length: Annotated[int | None, typer.Option(help="Tokens per pair [8192].")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Tokens per pair \\[8192].")] = None,
     max_batch_tokens: Annotated[
-        int | None, typer.Option(help="Token budget of one forward pass [16384].")
+        int | None, typer.Option(help="Token budget of one forward pass \\[16384].")
     ] = None,
     long_document: Annotated[str | None, typer.Option(help="truncate | chunk")] = None,
     max_tokens_per_doc: Annotated[int | None, typer.Option(min=1)] = None,

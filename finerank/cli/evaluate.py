@@ -52,7 +52,7 @@ def eval_command(
     rerank_k: Annotated[int, typer.Option(min=1, help="Top candidates reranked.")] = 100,
     model: Annotated[
         str | None,
-        typer.Option("--model", "-m", help="Reranker [FINERANK_MODEL; none: first stage only]."),
+        typer.Option("--model", "-m", help="Reranker \\[FINERANK_MODEL; none: first stage only]."),
     ] = None,
     no_rerank: Annotated[
         bool, typer.Option("--no-rerank", help="First stage only (ignore FINERANK_MODEL).")
@@ -61,7 +61,7 @@ def eval_command(
         str | None, typer.Option(help="Embedding model for dense / hybrid.")
     ] = None,
     fusion: Annotated[str | None, typer.Option(help="Hybrid fusion: dbsf | rrf \\[dbsf].")] = None,
-    rrf_k: Annotated[int | None, typer.Option(min=1, help="RRF rank constant [2].")] = None,
+    rrf_k: Annotated[int | None, typer.Option(min=1, help="RRF rank constant \\[2].")] = None,
     instruction: Annotated[
         str | None, typer.Option(help="Task instruction (reranker and Qwen3 query embeddings).")
     ] = None,
@@ -74,7 +74,7 @@ def eval_command(
     plot: Annotated[bool, typer.Option(help="Write eval.png with --output.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     max_length: Annotated[
-        int | None, typer.Option(min=16, help="Reranker tokens per pair [8192].")
+        int | None, typer.Option(min=16, help="Reranker tokens per pair \\[8192].")
     ] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda \\[auto]")] = None,
     dtype: Annotated[

@@ -25,7 +25,7 @@ def rerank_command(
     query: Annotated[str, typer.Option("--query", "-q", help="The query.")],
     model: Annotated[
         str | None,
-        typer.Option("--model", "-m", help="Model directory or hub id [FINERANK_MODEL]."),
+        typer.Option("--model", "-m", help="Model directory or hub id \\[FINERANK_MODEL]."),
     ] = None,
     doc: Annotated[
         list[str] | None, typer.Option("--doc", "-d", help="A document (repeat).")
@@ -35,11 +35,13 @@ def rerank_command(
     ] = None,
     instruction: Annotated[str | None, typer.Option(help="Task instruction (Qwen3).")] = None,
     top_n: Annotated[int | None, typer.Option("--top-n", "-n", min=1)] = None,
-    max_length: Annotated[int | None, typer.Option(min=16, help="Tokens per pair [8192].")] = None,
-    long_document: Annotated[str | None, typer.Option(help="truncate | chunk [truncate]")] = None,
-    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda [auto]")] = None,
+    max_length: Annotated[
+        int | None, typer.Option(min=16, help="Tokens per pair \\[8192].")
+    ] = None,
+    long_document: Annotated[str | None, typer.Option(help="truncate | chunk \\[truncate]")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda \\[auto]")] = None,
     dtype: Annotated[
-        str | None, typer.Option(help="auto | float32 | bfloat16 | float16 [auto]")
+        str | None, typer.Option(help="auto | float32 | bfloat16 | float16 \\[auto]")
     ] = None,
     family: Annotated[str | None, typer.Option(help="qwen3 | seq-cls (default: detect)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,

@@ -18,7 +18,7 @@ from finerank.cli.common import cli_settings, friendly_errors
 collections_app = typer.Typer(help="List, delete or migrate collections.", no_args_is_help=True)
 
 DataDir = Annotated[
-    Path | None, typer.Option("--data-dir", help="Embedded Qdrant data dir [user data dir].")
+    Path | None, typer.Option("--data-dir", help="Embedded Qdrant data dir \\[user data dir].")
 ]
 QdrantUrl = Annotated[
     str | None, typer.Option("--qdrant-url", help="Qdrant server or cluster URL.")
@@ -57,11 +57,13 @@ def index_command(
         typer.Option(help="Embedding model dir, hub id or http(s) endpoint; none: BM25 only."),
     ] = None,
     max_tokens: Annotated[
-        int | None, typer.Option(help="Window/markdown chunk size in tokens [256 / 512].")
+        int | None, typer.Option(help="Window/markdown chunk size in tokens \\[256 / 512].")
     ] = None,
-    overlap: Annotated[float | None, typer.Option(help="Window overlap fraction [0.125].")] = None,
+    overlap: Annotated[
+        float | None, typer.Option(help="Window overlap fraction \\[0.125].")
+    ] = None,
     max_chars: Annotated[
-        int | None, typer.Option(help="Legal: split articles longer than this [1200].")
+        int | None, typer.Option(help="Legal: split articles longer than this \\[1200].")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Chunks embedded and written at once.")] = 64,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
@@ -135,21 +137,22 @@ def search_command(
     mode: Annotated[
         str | None,
         typer.Option(
-            help="bm25 | dense | hybrid | bm25+prf | hybrid+prf [hybrid, bm25 without vectors]."
+            help="bm25 | dense | hybrid | bm25+prf | hybrid+prf \\[hybrid, bm25 without vectors]."
         ),
     ] = None,
     instruction: Annotated[
         str | None, typer.Option(help="Task instruction (reranker and Qwen3 embeddings).")
     ] = None,
     model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Reranker [FINERANK_MODEL].")
+        str | None, typer.Option("--model", "-m", help="Reranker \\[FINERANK_MODEL].")
     ] = None,
     no_rerank: Annotated[bool, typer.Option("--no-rerank", help="First stage only.")] = False,
     embedding_model: Annotated[
-        str | None, typer.Option(help="Query embedding model [the one that built the collection].")
+        str | None,
+        typer.Option(help="Query embedding model \\[the one that built the collection]."),
     ] = None,
     recall_k: Annotated[int, typer.Option(help="First-stage candidates.")] = 100,
-    rerank_k: Annotated[int | None, typer.Option(help="Candidates reranked [all].")] = None,
+    rerank_k: Annotated[int | None, typer.Option(help="Candidates reranked \\[all].")] = None,
     top_n: Annotated[int, typer.Option("--top-n", "-n", help="Hits shown.")] = 10,
     filter_: Annotated[
         list[str] | None,
@@ -295,7 +298,7 @@ def collections_delete(
 @friendly_errors
 def collections_migrate(
     names: Annotated[
-        list[str] | None, typer.Argument(help="Old-format collections to convert [all].")
+        list[str] | None, typer.Argument(help="Old-format collections to convert \\[all].")
     ] = None,
     keep_old: Annotated[bool, typer.Option("--keep-old", help="Keep the old SQLite copy.")] = False,
     data_dir: DataDir = None,

@@ -35,13 +35,13 @@ def serve_command(
     model: Annotated[
         str | None,
         typer.Option(
-            "--model", "-m", help="Reranker directory or hub id [Qwen/Qwen3-Reranker-0.6B]."
+            "--model", "-m", help="Reranker directory or hub id \\[Qwen/Qwen3-Reranker-0.6B]."
         ),
     ] = None,
-    host: Annotated[str | None, typer.Option(help="Bind address [127.0.0.1].")] = None,
-    port: Annotated[int | None, typer.Option(help="Port [8000]; 0 picks a free one.")] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address \\[127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port \\[8000]; 0 picks a free one.")] = None,
     served_model_name: Annotated[
-        str | None, typer.Option(help="Name clients send as 'model' [model dir name].")
+        str | None, typer.Option(help="Name clients send as 'model' \\[model dir name].")
     ] = None,
     api_key: Annotated[
         list[str] | None,
@@ -52,26 +52,26 @@ def serve_command(
         typer.Option("--allowed-host", help="Host name to answer for besides loopback ones."),
     ] = None,
     max_batch_tokens: Annotated[
-        int | None, typer.Option(help="Token budget of one forward pass [16384].")
+        int | None, typer.Option(help="Token budget of one forward pass \\[16384].")
     ] = None,
-    max_length: Annotated[int | None, typer.Option(help="Tokens per pair [8192].")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Tokens per pair \\[8192].")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
     dtype: Annotated[str | None, typer.Option(help="auto | float32 | bfloat16 | float16")] = None,
     family: Annotated[str | None, typer.Option(help="qwen3 | seq-cls (default: detect)")] = None,
     instruction: Annotated[str | None, typer.Option(help="Default instruction (Qwen3).")] = None,
-    long_document: Annotated[str | None, typer.Option(help="truncate | chunk [truncate]")] = None,
+    long_document: Annotated[str | None, typer.Option(help="truncate | chunk \\[truncate]")] = None,
     max_documents: Annotated[
-        int | None, typer.Option(help="Max documents per request [1000].")
+        int | None, typer.Option(help="Max documents per request \\[1000].")
     ] = None,
     max_tokens_per_request: Annotated[
-        int | None, typer.Option(help="Max tokens per request [2000000].")
+        int | None, typer.Option(help="Max tokens per request \\[2000000].")
     ] = None,
-    max_body_bytes: Annotated[int | None, typer.Option(help="Max body size [20 MiB].")] = None,
+    max_body_bytes: Annotated[int | None, typer.Option(help="Max body size \\[20 MiB].")] = None,
     max_queue_pairs: Annotated[
-        int | None, typer.Option(help="Pairs waiting before 429 [20000].")
+        int | None, typer.Option(help="Pairs waiting before 429 \\[20000].")
     ] = None,
     batch_wait_ms: Annotated[
-        float | None, typer.Option(help="Wait to fill a batch under load [2.0].")
+        float | None, typer.Option(help="Wait to fill a batch under load \\[2.0].")
     ] = None,
     protect_health: Annotated[
         bool | None, typer.Option(help="Require the API key on /health and /metrics.")
@@ -90,13 +90,13 @@ def serve_command(
     log_level: Annotated[str, typer.Option(help="debug | info | warning")] = "info",
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
     ray: Annotated[bool, typer.Option("--ray", help="Serve on Ray Serve replicas.")] = False,
-    replicas: Annotated[int | None, typer.Option(help="Ray: model replicas [1].")] = None,
+    replicas: Annotated[int | None, typer.Option(help="Ray: model replicas \\[1].")] = None,
     autoscale: Annotated[
         str | None, typer.Option(help="Ray: autoscale between MIN:MAX replicas.")
     ] = None,
     gpus_per_replica: Annotated[float, typer.Option(help="Ray: GPUs per replica.")] = 0.0,
     ray_address: Annotated[
-        str | None, typer.Option(help="Ray: cluster address [RAY_ADDRESS or local].")
+        str | None, typer.Option(help="Ray: cluster address \\[RAY_ADDRESS or local].")
     ] = None,
 ) -> None:
     """Serve the rerank API over HTTP (binds 127.0.0.1:8000 by default)."""
