@@ -122,11 +122,12 @@ class BenchConfig:
 
 
 def default_data_dir() -> Path:
-    """``$FINERANK_DATA_DIR``/``../shared/data`` next to the source checkout."""
+    """``$FINERANK_BENCH_DATA``, else the data shipped in the package (``finerank/data``:
+    ``laws/articles.jsonl`` holds the seed workload's Cybersecurity Law articles)."""
     env = os.environ.get("FINERANK_BENCH_DATA")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    return Path(__file__).resolve().parents[1] / "data"
 
 
 def seed_workload(data_dir: Path, count: int = 50) -> tuple[str, str, list[str], list[str]]:

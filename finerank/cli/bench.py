@@ -67,7 +67,8 @@ def register(app: typer.Typer) -> None:
             None,
             "--data",
             help="Data directory holding laws/articles.jsonl "
-            "(default: ../shared/data next to the checkout).",
+            "(default: $FINERANK_BENCH_DATA, else the Cybersecurity Law articles shipped in the "
+            "package).",
         ),
         seed_docs: int = typer.Option(50, min=1, help="Articles in the seed workload."),
         lengths: str = typer.Option(

@@ -17,16 +17,18 @@ from finerank.cli import app
 def _bench(model_dir, data_dir, out, *options: str):
     """``finerank bench`` on the tiny model, fp32 on CPU, three seed articles."""
     common = ["--model", str(model_dir), "--device", "cpu", "--dtypes", "float32"]
-    common += ["--report", str(out), "--data", str(data_dir), "--seed-docs", "3"]
+    common += ["--report", str(out), "--seed-docs", "3"]
+    if data_dir is not None:  # else the articles shipped in the package
+        common += ["--data", str(data_dir)]
     return CliRunner().invoke(app, ["bench", *common, *options])
 
 
 @pytest.fixture(scope="module")
-def report_dir(qwen3_reranker_dir, shared_data, tmp_path_factory):
+def report_dir(qwen3_reranker_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench-report")
     result = _bench(
         qwen3_reranker_dir,
-        shared_data,
+        None,
         out,
         *[
             "--lengths",
