@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from pathlib import Path
 from types import ModuleType
 
@@ -52,6 +54,14 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> No
     # The processes of a local cluster die with this one, even on kill -9 (a cluster this
     # process only joined has none of them as its children: nothing to reap).
     start_reaper()
+    if threading.current_thread() is threading.main_thread():
+        # Ray's own SIGTERM handler prints a C++ stack trace and aborts (exit 134); as an
+        # interrupt, the job stops like on Ctrl-C and Ray shuts down at exit.
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def absolute_paths(settings: Settings) -> Settings:

@@ -67,7 +67,10 @@ def _names(pids) -> list[str]:
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_ray_processes_die_with_a_killed_batch_rerank(qwen3_reranker_dir, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
+def test_ray_processes_die_with_a_killed_batch_rerank(qwen3_reranker_dir, tmp_path, sig):
+    """kill -9: the reaper ends what Ray leaves; SIGTERM: an interrupt (exit 130, like
+    Ctrl-C) instead of Ray's stack trace and abort (exit 134)."""
     pytest.importorskip("ray")
     rng = random.Random(5)
     words = ["contract", "law", "court", "article", "river", "tax", "labour", "fine"]
@@ -79,11 +82,12 @@ def test_ray_processes_die_with_a_killed_batch_rerank(qwen3_reranker_dir, tmp_pa
             handle.write(json.dumps({"id": f"p{i}", "query": query, "document": document}) + "\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FINERANK_", "RAY_"))}
     command = [sys.executable, "-c", "from finerank.cli import main; main()", "batch", "rerank"]
+    log = tmp_path / "stderr.txt"
     driver = subprocess.Popen(
         [*command, str(pairs), str(tmp_path / "out"), "-m", str(qwen3_reranker_dir)],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=log.open("wb"),
     )
     seen: dict[int, int] = {}
     try:
@@ -97,6 +101,13 @@ def test_ray_processes_die_with_a_killed_batch_rerank(qwen3_reranker_dir, tmp_pa
         seen.update(reaper._descendants(driver.pid))
         assert any("raylet" in name for name in _names(seen))
     finally:
-        os.kill(driver.pid, signal.SIGKILL)
-        driver.wait()
+        os.kill(driver.pid, sig)
+        try:
+            code = driver.wait(120)
+        except subprocess.TimeoutExpired:
+            driver.kill()
+            code = driver.wait()
     assert _gone(seen, 60), _names(p for p in seen if reaper._stat(p))
+    if sig == signal.SIGTERM:
+        assert code == 130, log.read_text(errors="replace")[-2000:]
+        assert "SIGTERM received" not in log.read_text(errors="replace")
