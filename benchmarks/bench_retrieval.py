@@ -374,7 +374,7 @@ def phase_query(
     }
 
 
-BREAKDOWN_MAX_CHUNKS = 20_000  # the serial ingest breakdown runs on this many chunks at most
+BREAKDOWN_MAX_DOCUMENTS = 20_000  # the serial ingest breakdown chunks this many articles at most
 
 
 def _cpu_per_item_us(function, count: int) -> tuple[Any, float]:
@@ -386,7 +386,7 @@ def _cpu_per_item_us(function, count: int) -> tuple[Any, float]:
 def phase_breakdown(data: Path, size: int, path: Path, count: int) -> dict[str, Any]:
     """Where the time goes, in CPU time, each stage on its own in this one process.
 
-    Ingest (BM25 only, the first ``BREAKDOWN_MAX_CHUNKS`` chunks, serially, no workers):
+    Ingest (BM25 only, the chunks of the first ``BREAKDOWN_MAX_DOCUMENTS`` articles, serially):
     chunking, analysis, BM25 vectors, Edge writes (conversion + update), ``optimize()``.
     Query (the BM25-only collection at ``path``, ``count`` STARD questions): the analyzer,
     Qdrant Edge's sparse search without payloads, the payload fetch, the payloads' conversion
@@ -404,7 +404,7 @@ def phase_breakdown(data: Path, size: int, path: Path, count: int) -> dict[str, 
 
     _load()  # the segmenter's dictionary is not part of any stage
     load = load_average()
-    corpus = Corpus(data, min(size, BREAKDOWN_MAX_CHUNKS))
+    corpus = Corpus(data, min(size, BREAKDOWN_MAX_DOCUMENTS))
     documents = [
         Document(f"bench#{first + i}", text, {"group": group}, f"bench/{(first + i) // 1000}.jsonl")
         for first, texts, groups, _ in corpus.batches(10_000)
@@ -633,8 +633,9 @@ def summarize(results: dict[str, Any]) -> str:
             "",
             "## Where the time goes (CPU time, each stage alone, one process)",
             "",
-            "Ingest, BM25 only, per chunk (serially, on at most "
-            f"{BREAKDOWN_MAX_CHUNKS:,} chunks; ingest runs the analysis in worker processes):",
+            "Ingest, BM25 only, per chunk (serially, on the chunks of the first "
+            f"{BREAKDOWN_MAX_DOCUMENTS:,} articles at most; ingest itself runs the analysis in "
+            "worker processes, in parallel with the rest):",
             "",
             "| chunks | chunking us | analysis us | vectors us | Edge writes us | optimize us "
             "| total us | chunks/CPU-s | load1 |",
