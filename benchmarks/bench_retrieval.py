@@ -212,6 +212,41 @@ def payload(index: int, text: str, group: str) -> dict[str, Any]:
     }
 
 
+SERVICE_MODE = "bm25 service"  # SearchService.recall: analyzer + document context (default)
+
+
+def _service_bm25(store, texts: list[str], budget_s: float) -> dict[str, Any]:
+    """BM25 recall as the search service serves it (query analysis included): with the
+    default document context, a 1,000-deep pass of ``file``/``source`` payloads, then the
+    whole payloads of the 100 hits kept."""
+    from finerank.retrieval.search import SearchService
+
+    service = SearchService(store)
+    for text in texts[:10]:
+        service.recall("bench", text, mode="bm25", recall_k=100)
+    latencies, cpu_ms, hits = [], [], 0
+    started = time.perf_counter()
+    for text in texts:
+        t0, c0 = time.perf_counter(), time.process_time()
+        hits += len(service.recall("bench", text, mode="bm25", recall_k=100))
+        latencies.append((time.perf_counter() - t0) * 1000)
+        cpu_ms.append((time.process_time() - c0) * 1000)
+        if time.perf_counter() - started > budget_s:
+            break
+    batch = texts[:64]
+    t0 = time.perf_counter()
+    service.recall_batch("bench", batch, mode="bm25", recall_k=100)
+    return {
+        "queries": len(latencies),
+        "p50_ms": statistics.median(latencies),
+        "p95_ms": float(np.percentile(latencies, 95)),
+        "p50_cpu_ms": statistics.median(cpu_ms),
+        "mean_hits": hits / len(latencies),
+        "batch_qps": len(batch) / (time.perf_counter() - t0),
+        "batch_size": len(batch),
+    }
+
+
 def phase_ingest_bm25(data: Path, size: int, path: Path) -> dict[str, Any]:
     """``ingest_documents``, BM25 only: the product's ingest path, tokenization included."""
     from finerank.retrieval.chunkers import Document, get_chunker
@@ -360,6 +395,8 @@ def phase_query(
             "batch_qps": batch_qps,
             "batch_size": len(batch),
         }
+    if kind == "edge":  # the first store: the 1,000-deep pass would take the whole budget
+        results[SERVICE_MODE] = _service_bm25(store, texts, budget_s)
     memory = rss_mb()
     store.close()
     return {
@@ -621,6 +658,23 @@ def summarize(results: dict[str, Any]) -> str:
         else:
             value, met = "not run", "-"
         lines.append(f"| {mode} p50 <= {limit:g} ms at {size:,} | {value} | {met} |")
+    for size in sorted({run["size"] for run in results["runs"]}):
+        rows = [
+            run["query"]["modes"][SERVICE_MODE]
+            for run in results["runs"]
+            if run["store"] == "edge"
+            and run["size"] == size
+            and SERVICE_MODE in run.get("query", {}).get("modes", {})
+        ]
+        if rows and ("bm25", size) in TARGETS:
+            wall = max(row["p50_ms"] for row in rows)
+            cpu = max(row["p50_cpu_ms"] for row in rows)
+            limit = TARGETS[("bm25", size)]
+            met = "yes" if wall <= limit else ("on CPU time only" if cpu <= limit else "no")
+            lines.append(
+                f"| served BM25 (`{SERVICE_MODE}`) p50 <= {limit:g} ms at {size:,} | "
+                f"{wall:.2f} ms ({cpu:.2f} ms CPU), worst over dims | {met} |"
+            )
     ingest = [r["ingest_bm25"]["chunks_per_s"] for r in results["runs"] if r.get("ingest_bm25")]
     value = ", ".join(f"{x:.0f}" for x in ingest) or "not run"
     met = "-" if not ingest else ("yes" if min(ingest) >= INGEST_TARGET else "no")

@@ -31,7 +31,8 @@ def test_retrieval_benchmark_runs_every_phase(shared_data, tmp_path):
     assert breakdown["ingest"]["analysis_us"] > 0 and breakdown["query"]["search_ms"] > 0
     for key, run in runs.items():
         modes = run["query"]["modes"]
-        assert set(modes) == ({"bm25", "bm25+filter"} if key[1] is None else set(bench.MODES))
+        expected = {"bm25", "bm25+filter"} if key[1] is None else set(bench.MODES)
+        assert set(modes) == expected | ({bench.SERVICE_MODE} if key[0] == "edge" else set())
         for row in modes.values():
             assert row["queries"] >= 1 and row["p50_ms"] > 0 and row["mean_hits"] > 0
         assert run["query"]["rss_mb"] > 0 and run["query"]["disk_mb"] > 0
