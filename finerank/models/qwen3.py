@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from finerank.errors import InvalidInputError, ModelLoadError
@@ -296,13 +297,14 @@ class PackedDecoder:
         q_size = self.num_heads * self.head_dim
         heads, kv_heads = self.num_heads, self.num_kv_heads
         # q|k|v side by side, [T, heads + 2 kv_heads, d]; q and k normed and rotated in place
-        qkv = projections.qkv(layer.input_layernorm(hidden)).view(tokens, -1, self.head_dim)
+        qkv = projections.qkv(_rms_norm(layer.input_layernorm, hidden))
+        qkv = qkv.view(tokens, -1, self.head_dim)
         q, k = qkv[:, :heads], qkv[:, heads : heads + kv_heads]
         _rope(attn.q_norm(q), cos, sin, out=q)
         _rope(attn.k_norm(k), cos, sin, out=k)
         out = attend(qkv, layout).reshape(tokens, q_size)
         hidden = projections.out(out, hidden)  # hidden + o_proj(out)
-        return projections.mlp(layer.post_attention_layernorm(hidden), hidden)
+        return projections.mlp(_rms_norm(layer.post_attention_layernorm, hidden), hidden)
 
     def _layer_modules(self, layer, hidden, cos, sin, layout, attend):
         attn = layer.self_attn
@@ -348,6 +350,16 @@ class PackedDecoder:
             window_size=(-1, 0),
             enable_gqa=self.num_heads != self.num_kv_heads,
         )
+
+
+def _rms_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``norm(x)`` (a Qwen3 RMSNorm); in bf16/fp16 through PyTorch's fused kernel, which
+    keeps the fp32 statistics in registers instead of converting the whole tensor to fp32
+    and back (3.5x faster on [1200, 1024] bf16 on one EPYC core; it rounds once where the
+    module rounds twice). fp32 keeps the module: the reference's own arithmetic."""
+    if x.dtype == torch.float32:
+        return norm(x)
+    return F.rms_norm(x, x.shape[-1:], norm.weight, norm.variance_epsilon)
 
 
 def _rope(
