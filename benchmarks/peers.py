@@ -79,7 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=8, help="reference / ST / Infinity")
     parser.add_argument("--data", type=Path, default=None, help="holds laws/articles.jsonl")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--merge", type=Path, nargs="+", default=None, help="result folders to merge (no run)"
+    )
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.out or args.merge[0])
     if args.threads:
         torch.set_num_threads(args.threads)
     out = args.out or REPO / "benchmarks" / "results" / f"{time.strftime('%Y-%m-%d')}-peers"
@@ -146,33 +151,19 @@ def main(argv: list[str] | None = None) -> int:
         order.reverse()
         load_average.append(os.getloadavg())
 
-    # without the reference in the run, agreement is against finerank fp32 (which equals the
-    # reference within 1e-6: the parity tests and every run with both show it)
-    baseline = "reference" if ("reference", "float32") in scores else "finerank"
-    reference_fp32 = scores.get((baseline, "float32"))
-    rows = []
-    for (name, label), runs in seconds.items():
-        rates = [len(docs) / s for s in runs]
-        dtype = label if label in dtypes else _gguf_dtype(label)
-        reference = scores.get((baseline, dtype))
-        row = {
+    runs = {
+        f"{name}/{label}": {
             "contender": name,
             "precision": label,
             "note": loaded[(name, label)].note,
-            "pairs_per_s": rates,
-            "median_pairs_per_s": statistics.median(rates),
+            "pairs_per_s": [len(docs) / s for s in seconds[(name, label)]],
             "load_seconds": loaded[(name, label)].load_seconds,
             "load_rss_mb": load_rss[f"{name}/{label}"],
             "peak_rss_above_loaded_mb": peak[(name, label)],
+            "scores": scores[(name, label)],
         }
-        if reference is not None and name != baseline:
-            row["max_abs_diff_vs_reference"] = _max_diff(scores[(name, label)], reference)
-        if reference_fp32 is not None and (name, label) != (baseline, "float32"):
-            row["max_abs_diff_vs_reference_fp32"] = _max_diff(scores[(name, label)], reference_fp32)
-            row["kendall_tau_vs_reference_fp32"] = kendall_tau(
-                reference_fp32, scores[(name, label)]
-            )
-        rows.append(row)
+        for name, label in loaded
+    }
     result = {
         "model": str(model_dir),
         "layers": args.layers,
@@ -181,11 +172,68 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "load_average": load_average,
         "rounds": args.rounds,
-        "agreement_baseline": baseline,
         "skipped": skipped,
-        "rows": rows,
-        "scores": {f"{n}/{p}": s for (n, p), s in scores.items()},
+        "runs": runs,
     }
+    return write(result, out)
+
+
+def merge(paths: list[Path], out: Path) -> int:
+    """One table from several runs on the same model and pairs (e.g. Infinity from its own
+    venv, fp32 and bf16 run apart): agreement is computed across them."""
+    results = [json.loads((p / "peers.json").read_text(encoding="utf-8")) for p in paths]
+    first = results[0]
+    for other in results[1:]:
+        if (other["model"], other["pairs"], other["layers"]) != (
+            first["model"],
+            first["pairs"],
+            first["layers"],
+        ):
+            raise SystemExit(f"{other['model']} / {other['pairs']} pairs: not the same workload")
+    merged = dict(first)
+    merged["runs"] = {}
+    merged["skipped"] = []
+    merged["load_average"] = [x for r in results for x in r["load_average"]]
+    merged["torch"] = ", ".join(sorted({r["torch"] for r in results}))
+    for r in results:
+        merged["runs"].update(r["runs"])
+    ran = {run["contender"] for run in merged["runs"].values()}
+    for r in results:
+        merged["skipped"] += [
+            line
+            for line in r["skipped"]
+            if line.split()[0] not in ran and line not in merged["skipped"]
+        ]
+    merged["merged_from"] = [str(p) for p in paths]
+    return write(merged, out)
+
+
+def rows(result: dict) -> list[dict]:
+    """Table rows: pairs/s and agreement with the reference code (same dtype and fp32; without
+    the reference, fp32 agreement is against finerank fp32, equal to it within 1e-6)."""
+    runs = result["runs"]
+    baseline = "reference" if "reference/float32" in runs else "finerank"
+    fp32 = runs.get(f"{baseline}/float32", {}).get("scores")
+    out = []
+    for key, run in runs.items():
+        row = {k: v for k, v in run.items() if k != "scores"}
+        row["median_pairs_per_s"] = statistics.median(run["pairs_per_s"])
+        same = runs.get(f"reference/{_gguf_dtype(run['precision'])}")
+        if same is not None and run["contender"] != "reference":
+            row["max_abs_diff_vs_reference"] = _max_diff(run["scores"], same["scores"])
+        if fp32 is not None and key != f"{baseline}/float32":
+            row["max_abs_diff_vs_reference_fp32"] = _max_diff(run["scores"], fp32)
+            row["kendall_tau_vs_reference_fp32"] = kendall_tau(fp32, run["scores"])
+        out.append(row)
+    return out
+
+
+def write(result: dict, out: Path) -> int:
+    out.mkdir(parents=True, exist_ok=True)
+    result["rows"] = rows(result)
+    result["agreement_baseline"] = (
+        "reference" if "reference/float32" in result["runs"] else "finerank"
+    )
     (out / "peers.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     table = markdown(result)
     (out / "peers.md").write_text(table, encoding="utf-8")
@@ -196,7 +244,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _gguf_dtype(label: str) -> str:
-    return {"F32": "float32", "BF16": "bfloat16"}.get(label, "float32")
+    """The torch dtype a precision label compares with (GGUF types: F32, BF16; Q8_0 -> fp32)."""
+    if label in ("float32", "bfloat16", "float16"):
+        return label
+    return {"BF16": "bfloat16"}.get(label, "float32")
 
 
 def _max_diff(a: list[float], b: list[float]) -> float:
@@ -230,7 +281,7 @@ def markdown(result: dict) -> str:
     }
     for r in result["rows"]:
         rates = r["pairs_per_s"]
-        base = ours.get(r["precision"]) or ours.get(_gguf_dtype(r["precision"]))
+        base = ours.get(_gguf_dtype(r["precision"]))
         relative = f"{r['median_pairs_per_s'] / base:.2f}x" if base else "-"
         same = r.get("max_abs_diff_vs_reference")
         fp32 = r.get("max_abs_diff_vs_reference_fp32")

@@ -103,8 +103,8 @@ def reference_contender(
 
     def score(query, docs, instruction):
         # the reference keeps [batch, length, 151669] logits: cap that tensor near 4 GiB
-        longest = max((len(d) for d in docs), default=1)
-        per_pair = (longest // 2 + 256) * 151669 * torch.finfo(_DTYPES[dtype]).bits // 8
+        longest = len(ref.tokenizer(max(docs, key=len, default=""))["input_ids"])
+        per_pair = (longest + 256) * 151669 * torch.finfo(_DTYPES[dtype]).bits // 8
         batch = max(1, min(batch_size, (4 << 30) // per_pair))
         return ref.scores([query] * len(docs), docs, instruction, batch_size=batch)
 
@@ -195,8 +195,9 @@ def llama_cpp_source(cache: Path) -> Path:
         return target
     with tempfile.TemporaryDirectory() as scratch:
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:"]
-            + ["-d", scratch, f"llama-cpp-python=={wanted}"],
+            # only this package as source: ":all:" would build its build tools from source too
+            [sys.executable, "-m", "pip", "download", "-q", "--no-deps"]
+            + ["--no-binary", "llama-cpp-python", "-d", scratch, f"llama-cpp-python=={wanted}"],
             check=True,
         )
         archive = next(Path(scratch).glob("llama_cpp_python-*.tar.gz"))
