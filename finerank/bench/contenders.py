@@ -202,17 +202,23 @@ def llama_cpp_source(cache: Path) -> Path:
         )
         archive = next(Path(scratch).glob("llama_cpp_python-*.tar.gz"))
         with tarfile.open(archive) as tar:
-            members = [
-                m
-                for m in tar.getmembers()
-                if "/vendor/llama.cpp/" in m.name
-                and (m.name.endswith("convert_hf_to_gguf.py") or "/gguf-py/" in m.name)
-            ]
+            members = [m for m in tar.getmembers() if _converter_file(m.name)]
             tar.extractall(scratch, members=members, filter="data")
         vendored = next(Path(scratch).glob("*/vendor/llama.cpp"))
         cache.mkdir(parents=True, exist_ok=True)
         shutil.copytree(vendored, target, dirs_exist_ok=True)
     return target
+
+
+def _converter_file(name: str) -> bool:
+    """The converter's files in the sdist: top-level scripts, its ``conversion`` package and
+    the ``gguf`` library it is versioned with (not the C++ sources)."""
+    _, found, rest = name.partition("/vendor/llama.cpp/")
+    if not found:
+        return False
+    return rest.startswith(("gguf-py/", "conversion/")) or (
+        "/" not in rest and rest.endswith(".py")
+    )
 
 
 def convert_to_gguf(model_dir: Path, outtype: str, cache: Path) -> Path:
@@ -222,13 +228,17 @@ def convert_to_gguf(model_dir: Path, outtype: str, cache: Path) -> Path:
     if not target.is_file():
         env = {**os.environ, "PYTHONPATH": str(source / "gguf-py")}
         partial = target.with_suffix(".partial")
-        subprocess.run(
+        done = subprocess.run(
             [sys.executable, str(source / "convert_hf_to_gguf.py"), str(model_dir)]
             + ["--outtype", outtype, "--outfile", str(partial)],
-            check=True,
             env=env,
-            stdout=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            check=False,
         )
+        if done.returncode != 0:
+            tail = " | ".join(done.stderr.strip().splitlines()[-3:])
+            raise Unavailable(f"llama.cpp's converter failed on {model_dir}: {tail}")
         partial.rename(target)
     return target
 
