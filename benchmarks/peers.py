@@ -96,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     query, instruction, _, docs = seed_workload(args.data or default_data_dir(), args.pairs)
     dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
     names = [c.strip() for c in args.contenders.split(",") if c.strip()]
+    unknown = sorted(set(names) - set(CONTENDERS))
+    if unknown:
+        raise SystemExit(f"unknown contenders {unknown}: choose from {', '.join(CONTENDERS)}")
     load_average = [os.getloadavg()]
 
     # (contender, precision label) -> loaded contender; llama.cpp gets one per GGUF type
@@ -308,7 +311,8 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = result["rows"]
-    labels = [f"{r['contender']}\n{r['precision']}" for r in rows]
+    # "sentence-transformers" on two lines, so neighbouring labels do not overlap
+    labels = [r["contender"].replace("-", "-\n", 1) + "\n" + r["precision"] for r in rows]
     medians = [r["median_pairs_per_s"] for r in rows]
     low = [m - min(r["pairs_per_s"]) for m, r in zip(medians, rows, strict=True)]
     high = [max(r["pairs_per_s"]) - m for m, r in zip(medians, rows, strict=True)]
