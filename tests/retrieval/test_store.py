@@ -32,6 +32,7 @@ from finerank.retrieval.store import (
     point_id,
 )
 from finerank.retrieval.store.client import ClientStore
+from finerank.retrieval.store.edge import CACHED_FIELDS as CACHED
 from finerank.retrieval.store.edge import EdgeStore
 
 KINDS = ("edge", "client")
@@ -539,3 +540,41 @@ def test_engines_agree_on_collection_contents(laws):
         assert np.allclose(point.sparse.values, right[chunk].sparse.values, rtol=1e-6)
         assert np.allclose(point.dense, right[chunk].dense, atol=1e-6)
     assert point_id(chunk) == str(point_id(chunk))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_few_field_queries_follow_writes_and_deletes(kind, tmp_path):
+    """A query for a hit's file and source (Edge answers it from memory) sees a point's new
+    file after an upsert, and no deleted point."""
+    store = make_store(kind, tmp_path / "s")
+    try:
+        data = points(12, dense=False)
+        store.create("c", CollectionSpec(None, None, {"name": "t"}, 5.0))
+        store.upsert("c", data)
+        query = StoreQuery("bm25", 12, sparse=SparseVector(list(range(50)), [1.0] * 50))
+        few = StoreQuery("bm25", 12, sparse=query.sparse, fields=("file", "source"))
+
+        def files() -> dict[str, dict]:
+            return {h.chunk_id: h.payload for h in store.query_batch("c", [few])[0]}
+
+        expected = {p.chunk_id: {k: p.payload[k] for k in CACHED} for p in data}
+        assert files() == expected
+        assert files() == expected  # Edge: now from memory
+        moved = StoredPoint(
+            data[0].chunk_id, {**data[0].payload, "file": "renamed"}, data[0].sparse
+        )
+        store.upsert("c", [moved])
+        store.delete_chunks("c", [data[1].chunk_id])
+        expected[data[0].chunk_id]["file"] = "renamed"
+        del expected[data[1].chunk_id]
+        assert files() == expected
+        full = store.query_batch("c", [query])[0]
+        assert {h.chunk_id: h.payload["file"] for h in full} == {
+            c: p["file"] for c, p in expected.items()
+        }
+        only_file = StoreQuery("bm25", 12, sparse=query.sparse, fields=("file",))
+        assert {frozenset(h.payload) for h in store.query_batch("c", [only_file])[0]} == {
+            frozenset({"chunk_id", "file"})
+        }
+    finally:
+        store.close()
