@@ -253,7 +253,7 @@ def llama_cpp_contender(
     **_,
 ) -> Contender:
     _need("llama_cpp", "llama-cpp-python (builds llama.cpp from source: minutes)")
-    from llama_cpp import Llama
+    from llama_cpp import Llama, llama_get_logits_ith
 
     from finerank.bench.reference import OfficialQwen3Reranker
 
@@ -290,7 +290,9 @@ def llama_cpp_contender(
             ids = ref_tokens.prefix_tokens + ids + ref_tokens.suffix_tokens
             llm.reset()
             llm.eval(ids)
-            logits = llm.scores[llm.n_tokens - 1]
+            # the last position's logits straight from the context: without logits_all,
+            # llm.scores is left at zeros by llama-cpp-python 0.3.x
+            logits = llama_get_logits_ith(llm.ctx, -1)
             out.append(_sigmoid(float(logits[yes]) - float(logits[no])))
         return out
 
