@@ -153,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"round {round_number} {key[0]:22s} {key[1]:9s} {took:8.2f} s", flush=True)
         order.reverse()
         load_average.append(os.getloadavg())
+    for contender in loaded.values():  # Infinity's threads would keep the process alive
+        if contender.close is not None:
+            contender.close()
 
     runs = {
         f"{name}/{label}": {

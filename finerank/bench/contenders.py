@@ -63,6 +63,8 @@ class Contender:
     note: str = ""
     #: the underlying object (finerank: the ``Reranker``)
     handle: object = None
+    #: stops what the contender started (Infinity's batching threads); None: nothing to stop
+    close: Callable[[], None] | None = None
 
 
 def _need(module: str, install: str) -> None:
@@ -366,11 +368,16 @@ def infinity_contender(
             out[item.index] = _sigmoid(float(item.relevance_score))
         return out
 
+    def close():
+        loop.run_until_complete(array.astop())
+        loop.close()
+
     return Contender(
         "infinity",
         dtype,
         score,
         note="seq-cls conversion; Infinity scores the plain (query, document) text pair",
+        close=close,
     )
 
 
