@@ -578,3 +578,29 @@ def test_few_field_queries_follow_writes_and_deletes(kind, tmp_path):
         }
     finally:
         store.close()
+
+
+def test_an_unclosed_temporary_store_leaves_no_directory():
+    import gc
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from finerank.retrieval.store.edge import EdgeStore
+
+    store = EdgeStore.temporary()
+    root = store.root
+    assert root.is_dir()
+    del store
+    gc.collect()
+    assert not root.exists()
+    # and at interpreter exit, still referenced
+    script = (
+        "from finerank.retrieval.store.edge import EdgeStore\n"
+        "store = EdgeStore.temporary()\n"
+        "print(store.root)"
+    )
+    printed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert not Path(printed.stdout.strip()).exists()

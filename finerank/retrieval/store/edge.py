@@ -28,6 +28,7 @@ import shutil
 import tempfile
 import threading
 import uuid
+import weakref
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,8 @@ class EdgeStore(VectorStore):
         self.root.mkdir(parents=True, exist_ok=True)
         self.location = str(self.root)
         self._temporary = temporary
+        if temporary:  # also removed when a store nobody closed is collected, or at exit
+            self._remove_root = weakref.finalize(self, shutil.rmtree, str(self.root), True)
         try:
             self._lock = _DirectoryLock(self.root / LOCK_FILE)
         except OSError as exc:
@@ -326,7 +329,7 @@ class EdgeStore(VectorStore):
                 self._close_shard(name)
             self._lock.release()
             if self._temporary:
-                shutil.rmtree(self.root, ignore_errors=True)
+                self._remove_root()
 
     # --- points ----------------------------------------------------------------------------
 
