@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from functools import wraps
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -89,3 +89,26 @@ def cli_settings(**flags: Any) -> Settings:
     from finerank.settings import Settings
 
     return Settings(**{name: value for name, value in flags.items() if value is not None})
+
+
+def serve_until_stopped(serving: Coroutine[Any, Any, None]) -> None:
+    """Run a uvicorn serve loop (``serving``) until SIGTERM/SIGINT stops it gracefully.
+
+    uvicorn re-raises the signal it shut down on once it is done; with these handlers in
+    place the re-raise is a no-op, so a graceful stop exits 0 instead of dying by the signal.
+    """
+    import asyncio
+    import signal
+
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        asyncio.run(serving)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def bound_port(server, default: int) -> int:
+    """The port a started uvicorn ``server`` listens on (``default`` if it has no socket)."""
+    sockets = [s for srv in server.servers for s in srv.sockets]
+    return sockets[0].getsockname()[1] if sockets else default

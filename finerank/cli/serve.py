@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from finerank.cli.common import cli_settings, friendly_errors
+from finerank.cli.common import bound_port, cli_settings, friendly_errors, serve_until_stopped
 from finerank.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -164,9 +164,6 @@ def run_server(settings: Settings, *, log_level: str = "info", access_log: bool 
 
     Returns the exit code: 0 after a clean shutdown, 2 if a component failed to load.
     """
-    import asyncio
-    import signal
-
     import uvicorn
 
     from finerank.server.app import create_app
@@ -193,14 +190,7 @@ def run_server(settings: Settings, *, log_level: str = "info", access_log: bool 
     )
     server = uvicorn.Server(config)
     holder["server"] = server
-    # uvicorn re-raises the signal it shut down on; with these handlers in place the re-raise
-    # is a no-op and a graceful SIGTERM exits 0 instead of dying by the signal.
-    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        asyncio.run(_serve_and_announce(server, app, settings))
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    serve_until_stopped(_serve_and_announce(server, app, settings))
     if failure:
         failed = app.state.runtime.failed
         message = failed.describe() if failed is not None else f"failed to load: {failure[0]}"
@@ -218,9 +208,7 @@ async def _serve_and_announce(server, app, settings: Settings) -> None:
     runtime = app.state.runtime
     while not task.done():
         if server.started and runtime.ready:
-            sockets = [s for srv in server.servers for s in srv.sockets]
-            port = sockets[0].getsockname()[1] if sockets else settings.port
-            url = f"http://{settings.host}:{port}"
+            url = f"http://{settings.host}:{bound_port(server, settings.port)}"
             page = f"; page: {url}/ui/" if settings.ui else ""
             name = runtime.rerank.model_name if runtime.rerank is not None else "no reranker"
             logger.info("finerank ready: serving %r on %s (docs: /docs%s)", name, url, page)

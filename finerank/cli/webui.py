@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from finerank.cli.common import friendly_errors
+from finerank.cli.common import bound_port, friendly_errors, serve_until_stopped
 
 
 def register(app: typer.Typer) -> None:
@@ -90,14 +89,7 @@ def ui_command(
     config = uvicorn_config(app, settings, log_level="warning")
     server = uvicorn.Server(config)
     holder["server"] = server
-    # uvicorn re-raises the signal it stopped on once it is done; with these handlers the
-    # re-raise is a no-op and a graceful SIGTERM / Ctrl-C exits 0.
-    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        asyncio.run(_serve_and_announce(server, app, settings))
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    serve_until_stopped(_serve_and_announce(server, app, settings))
     if failure:
         typer.secho(f"error: {failure[0]}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)
@@ -117,8 +109,7 @@ async def _serve_and_announce(server, app, settings) -> None:
         if server.started and all(c.state in settled for c in states):
             model_failed = any(c.error is not None and c.name != "store" for c in states)
             if not (server.should_exit or model_failed):
-                sockets = [s for srv in server.servers for s in srv.sockets]
-                port = sockets[0].getsockname()[1] if sockets else settings.port
+                port = bound_port(server, settings.port)
                 keyed = " (needs the API key)" if settings.api_keys else ""
                 url = f"http://{settings.host}:{port}/ui/"
                 typer.secho(f"finerank ui ready: {url}{keyed}", err=True)
