@@ -1,11 +1,13 @@
 """The embedding service: one loaded embedder behind the same batching path as the reranker.
 
 ``/v1/embeddings``, query embeddings of searches and the embeddings of ingested chunks all go
-through one :class:`EmbeddingService`: requests are tokenized (each text cut to what the model
-reads *before* tokenizing) on a helper thread, big ones in slices so a small request is never
-queued behind a big one's tokenization; their inputs then share token-budget forward passes on
-one worker thread (:class:`~finerank.engine.scheduler.BatchScheduler`: cross-request batching,
-fair cuts of big jobs, out-of-memory halving, a failed merged run re-run request by request).
+through one :class:`EmbeddingService`, on the batching path every served model shares
+(:class:`~finerank.batching.BatchedService`): requests are tokenized (each text cut to what the
+model reads *before* tokenizing) on a helper thread, big ones in slices so a small request is
+never queued behind a big one's tokenization; their inputs then share token-budget forward
+passes on one worker thread (:class:`~finerank.engine.scheduler.BatchScheduler`: cross-request
+batching, fair cuts of big jobs, out-of-memory halving, a failed merged run re-run request by
+request).
 
 The service also stands in for its embedder where an ``embedder`` is expected
 (``name``, ``dimension``, ``source``, :meth:`EmbeddingService.embed_documents`,
@@ -27,35 +29,25 @@ qwen3-embedding``; servers get the service from :class:`~finerank.runtime.Runtim
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Generator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from finerank.errors import (
-    InvalidInputError,
-    LimitExceededError,
-    ServiceUnavailableError,
-    UnknownModelError,
-)
+from finerank.batching import BatchedService
+from finerank.errors import InvalidInputError, ServiceUnavailableError, UnknownModelError
 from finerank.settings import Settings
 
 if TYPE_CHECKING:
-    from finerank.engine.scheduler import BatchScheduler, BatchStats
     from finerank.retrieval.embedder import Embedder, EmbeddingInput, InputType
 
 logger = logging.getLogger(__name__)
 
-# Requests with at most this many characters are tokenized on the caller's thread when the
-# tokenizer is free (two thread hand-offs cost more than tokenizing a query).
-INLINE_PREPARE_CHARS = 8192
-# Bigger requests are tokenized in slices of about this many characters, each its own task on
-# the helper thread, so small requests get in between.
+# Requests bigger than finerank.batching.INLINE_PREPARE_CHARS are tokenized in slices of about
+# this many characters, each its own step on the prepare lane, so small requests get in between.
 PREPARE_SLICE_CHARS = 64 * 1024
 
 
@@ -67,8 +59,12 @@ class EmbeddingOutcome:
     prompt_tokens: int
 
 
-class EmbeddingService:
+class EmbeddingService(BatchedService["Embedder"]):
     """An embedder plus a batching worker, safe to call from many coroutines and threads.
+
+    The lifecycle (:meth:`start`, :meth:`stop`, :attr:`ready`, :meth:`add_batch_listener`) and
+    the batching path are :class:`~finerank.batching.BatchedService`'s, shared with the
+    reranker's service.
 
     Args:
         settings: limits (``max_documents_per_request``, ``max_tokens_per_request``,
@@ -76,69 +72,35 @@ class EmbeddingService:
         embedder: the loaded embedder (or pass it to :meth:`start`).
     """
 
-    def __init__(self, settings: Settings | None = None, embedder: Embedder | None = None):
-        self.settings = settings or Settings()
-        self.embedder: Embedder | None = embedder
-        self.scheduler: BatchScheduler | None = None
-        self._prep: ThreadPoolExecutor | None = None
-        self._prep_lock = threading.Lock()  # tokenizers are not safe to call concurrently
-        self._lock = threading.Lock()
-        self._listeners: list[Callable[[BatchStats], None]] = []
-        self._accepting = False
+    scheduler_name = "finerank-embedder"
+    prepare_thread_name = "finerank-embed-prepare"
+    missing_model_message = "no embedding model loaded"
+    not_ready_message = (
+        "the embedding model is not loaded yet or the service is shutting down; retry"
+    )
+    token_limit_hint = " (each input counts up to the model's length); send fewer or shorter inputs"
 
-    # ---- lifecycle -------------------------------------------------------------------------
-    def start(self, embedder: Embedder | None = None) -> None:
-        """Start the batching worker on ``embedder`` (or the one given at construction)."""
-        from finerank.engine.scheduler import BatchScheduler
+    def __init__(self, settings: Settings | None = None, embedder: Embedder | None = None):
+        super().__init__(settings, model=embedder)
+
+    def _batch_model(self, model: Embedder) -> Embedder:
+        return model
+
+    def _batch_costs(self) -> Callable[[Sequence[EmbeddingInput]], list[int]]:
         from finerank.retrieval.embedder import input_cost
 
-        with self._lock:
-            if self._accepting:
-                return
-            self.embedder = embedder or self.embedder
-            if self.embedder is None:
-                raise ServiceUnavailableError("no embedding model loaded")
-            s = self.settings
-            scheduler = BatchScheduler(
-                self.embedder,
-                max_batch_tokens=s.max_batch_tokens,
-                batch_wait_ms=s.batch_wait_ms,
-                max_queue_pairs=s.max_queue_pairs,
-                costs=lambda items: [input_cost(item) for item in items],
-                name="finerank-embedder",
-            )
-            for listener in self._listeners:
-                scheduler.add_listener(listener)
-            scheduler.start()
-            self.scheduler = scheduler
-            self._prep = ThreadPoolExecutor(1, thread_name_prefix="finerank-embed-prepare")
-            self._accepting = True
-
-    def stop(self, *, drain: bool = True) -> None:
-        """Stop accepting; with ``drain`` finish queued work first. Idempotent."""
-        with self._lock:
-            self._accepting = False
-            scheduler, prep = self.scheduler, self._prep
-        if scheduler is not None:
-            scheduler.stop(drain=drain)
-        if prep is not None:
-            prep.shutdown(wait=drain)
+        return lambda items: [input_cost(item) for item in items]
 
     @property
-    def ready(self) -> bool:
-        return self._accepting
-
-    def add_batch_listener(self, listener: Callable[[BatchStats], None]) -> None:
-        """Call ``listener(stats)`` after each forward run (metrics); works before start."""
-        self._listeners.append(listener)
-        if self.scheduler is not None:
-            self.scheduler.add_listener(listener)
+    def embedder(self) -> Embedder | None:
+        """The loaded embedder (None before :meth:`start` when none was given)."""
+        return self.model
 
     # ---- identity (what a collection records) -----------------------------------------------
     def _model(self) -> Embedder:
-        if self.embedder is None:
+        if self.model is None:
             raise ServiceUnavailableError("the embedding model is not loaded yet; retry shortly")
-        return self.embedder
+        return self.model
 
     @property
     def name(self) -> str:
@@ -195,17 +157,19 @@ class EmbeddingService:
         embedder = self._model()
         texts = self._check_request(texts, check_limits)
         embedder.check_dimensions(dimensions)
-        items = await self._prepare(texts, input_type, instruction)
+
+        def whole() -> list[EmbeddingInput]:
+            return embedder.prepare(texts, input_type=input_type, instruction=instruction)
+
+        def steps() -> Generator[int, None, list[EmbeddingInput]]:
+            return _prepare_in_slices(embedder, texts, input_type, instruction)
+
+        # Each input is cut to the model's length before tokenizing, so the request is bounded
+        # by its count: the token limit is checked once, on the exact count, not per slice.
+        items = await self._prepare(sum(len(text) for text in texts), whole, steps)
         tokens = sum(item.cost for item in items)
-        limit = self.settings.max_tokens_per_request
-        if check_limits and tokens > limit:
-            raise LimitExceededError(
-                f"request too long: {tokens} tokens > max_tokens_per_request={limit} (each "
-                "input counts up to the model's length); send fewer or shorter inputs",
-                limit_name="max_tokens_per_request",
-                limit=limit,
-                value=tokens,
-            )
+        if check_limits:
+            self._check_tokens(tokens)
         rows = await self._submit(items)
         return EmbeddingOutcome(embedder.finish(rows, dimensions), tokens)
 
@@ -215,15 +179,8 @@ class EmbeddingService:
         texts = list(texts)
         if not texts:
             raise InvalidInputError("input must hold at least one text")
-        limit = self.settings.max_documents_per_request
-        if check_limits and len(texts) > limit:
-            raise LimitExceededError(
-                f"too many inputs: {len(texts)} > max_documents_per_request={limit}; split "
-                "the request",
-                limit_name="max_documents_per_request",
-                limit=limit,
-                value=len(texts),
-            )
+        if check_limits:
+            self._check_count(len(texts), "inputs")
         for index, text in enumerate(texts):
             if not isinstance(text, str):
                 raise InvalidInputError(
@@ -233,49 +190,6 @@ class EmbeddingService:
             if not text:
                 raise InvalidInputError(f"input[{index}] is empty")
         return texts
-
-    async def _prepare(
-        self, texts: list[str], input_type: InputType, instruction: str | None
-    ) -> list[EmbeddingInput]:
-        embedder = self._model()
-        size = sum(len(text) for text in texts)
-        if size <= INLINE_PREPARE_CHARS and self._prep_lock.acquire(blocking=False):
-            try:
-                return embedder.prepare(texts, input_type=input_type, instruction=instruction)
-            finally:
-                self._prep_lock.release()
-        loop = asyncio.get_running_loop()
-        items: list[EmbeddingInput] = []
-        for part in _slices(texts, PREPARE_SLICE_CHARS):
-            try:
-                items += await loop.run_in_executor(
-                    self._prep, self._prepare_locked, part, input_type, instruction
-                )
-            except RuntimeError as exc:  # the executor was shut down under us
-                raise ServiceUnavailableError(f"the service is shutting down ({exc})") from None
-        return items
-
-    def _prepare_locked(
-        self, texts: list[str], input_type: InputType, instruction: str | None
-    ) -> list[EmbeddingInput]:
-        with self._prep_lock:
-            return self._model().prepare(texts, input_type=input_type, instruction=instruction)
-
-    async def _submit(self, items: list[EmbeddingInput]) -> list[np.ndarray]:
-        self._require_ready()
-        assert self.scheduler is not None
-        future = self.scheduler.submit(items)
-        try:
-            return await asyncio.wrap_future(future)
-        except asyncio.CancelledError:
-            self.scheduler.withdraw(future)  # the caller went away: skip what has not run
-            raise
-
-    def _require_ready(self) -> None:
-        if not self.ready:
-            raise ServiceUnavailableError(
-                "the embedding model is not loaded yet or the service is shutting down; retry"
-            )
 
     # ---- the embedder interface, for worker threads (ingest, sync search) --------------------
     def _embed_blocking(
@@ -289,7 +203,8 @@ class EmbeddingService:
         assert self.scheduler is not None
         embedder = self._model()
         embedder.check_dimensions(dimensions)
-        items = self._prepare_locked(list(texts), input_type, instruction)
+        with self._prep_lock:  # on this worker thread, not the lane: it may block
+            items = embedder.prepare(list(texts), input_type=input_type, instruction=instruction)
         future: Future = self.scheduler.submit(items)
         return embedder.finish(future.result(), dimensions)
 
@@ -307,6 +222,21 @@ class EmbeddingService:
     ) -> np.ndarray:
         """Like :meth:`Embedder.embed_queries`, through the batching worker (blocking)."""
         return self._embed_blocking(texts, "query", instruction, dimensions)
+
+
+def _prepare_in_slices(
+    embedder: Embedder, texts: list[str], input_type: InputType, instruction: str | None
+) -> Generator[int, None, list[EmbeddingInput]]:
+    """``embedder.prepare(texts)`` a slice of about ``PREPARE_SLICE_CHARS`` characters per
+    ``next()``, yielding the tokens so far; returns the prepared inputs, in order."""
+    items: list[EmbeddingInput] = []
+    tokens = 0
+    for part in _slices(texts, PREPARE_SLICE_CHARS):
+        prepared = embedder.prepare(part, input_type=input_type, instruction=instruction)
+        items += prepared
+        tokens += sum(item.cost for item in prepared)
+        yield tokens
+    return items
 
 
 def _slices(texts: list[str], chars: int) -> list[list[str]]:

@@ -111,9 +111,7 @@ def create_app(
     if runtime.embeddings is not None:
         embeddings = runtime.embeddings
         embeddings.add_batch_listener(metrics.observe_embedding_batch)
-        metrics.embedding_queue_depth.set_function(
-            lambda: embeddings.scheduler.queued_pairs if embeddings.scheduler is not None else 0
-        )
+        metrics.embedding_queue_depth.set_function(lambda: embeddings.queued_pairs)
     metrics.ready.set_function(lambda: 1.0 if runtime.ready else 0.0)
 
     @contextlib.asynccontextmanager

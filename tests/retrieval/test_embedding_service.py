@@ -174,3 +174,23 @@ async def test_limits_and_bad_inputs(service):
         await service.embed(["ok"], dimensions=65)
     with pytest.raises(InvalidInputError, match="input_type"):
         await service.embed(["ok"], input_type="passage")
+
+
+def test_a_request_prepared_in_slices_equals_one_prepared_whole(qwen3_embedder):
+    """The step path of a big request (slices of PREPARE_SLICE_CHARS on the prepare lane)
+    gives the inputs of one ``prepare`` call, in order, and yields running token counts."""
+    from finerank.retrieval.embedding_service import PREPARE_SLICE_CHARS, _prepare_in_slices
+
+    texts = [f"{i}: " + "网络安全 network security law " * 200 for i in range(30)]
+    assert sum(map(len, texts)) > 2 * PREPARE_SLICE_CHARS
+    steps = _prepare_in_slices(qwen3_embedder, texts, "query", "Find the law")
+    counts: list[int] = []
+    try:
+        while True:
+            counts.append(next(steps))
+    except StopIteration as done:
+        items = done.value
+    whole = qwen3_embedder.prepare(texts, input_type="query", instruction="Find the law")
+    assert items == whole
+    assert len(counts) >= 3 and counts == sorted(counts)
+    assert counts[-1] == sum(item.cost for item in whole)
