@@ -64,7 +64,10 @@ async def test_a_search_right_after_health_turns_200_is_answered(
             error = health.json()["error"]
             assert health.status_code == 503 and error["type"] == "service_unavailable"
             loading = [name for name, state in error["components"].items() if state != "ready"]
-            assert loading and loading[0] in error["message"]
+            if loading:
+                assert loading[0] in error["message"]
+            else:  # every component loaded, the services not started yet: a short window
+                assert "starting the services" in error["message"]
             seen_loading.update(loading)
             early = await client.post("/v1/search", json=search)
             if early.status_code == 200:  # the last component became ready meanwhile
