@@ -12,6 +12,12 @@ cancelled) withdraws its queued items before they run. The subclasses
 model-specific: what the scheduler runs, how one request is prepared (whole and in steps), and
 how its outputs become an answer.
 
+Every request is timed in phases, as TEI does (:class:`RequestTimings`: tokenize, queue,
+forward, total): a subclass starts a :class:`RequestClock` when a call comes in, hands it to
+:meth:`BatchedService._prepare` and :meth:`BatchedService._submit`, and
+:meth:`BatchedService._finish` turns it into the timings that it returns next to its answer
+and that the request listeners (metrics) get.
+
 Example (a toy model: prepared items are ints, a run doubles them):
     >>> import asyncio
     >>> class Doubler:
@@ -24,12 +30,15 @@ Example (a toy model: prepared items are ints, a run doubles them):
     ...     def _batch_costs(self):
     ...         return lambda items: [1] * len(items)
     ...     async def double(self, numbers):
+    ...         clock = RequestClock()
     ...         self._check_count(len(numbers), "numbers")
-    ...         return await self._submit(numbers)
+    ...         doubled = await self._submit(numbers, clock=clock)
+    ...         return doubled, self._finish(clock)
     >>> service = DoubleService(model=Doubler())
     >>> service.start()
-    >>> asyncio.run(service.double([1, 2, 3]))
-    [2, 4, 6]
+    >>> doubled, timings = asyncio.run(service.double([1, 2, 3]))
+    >>> doubled, timings.batches, 0 <= timings.queue_s + timings.forward_s <= timings.total_s
+    ([2, 4, 6], 1, True)
     >>> service.stop()
 """
 
@@ -38,17 +47,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from finerank.errors import LimitExceededError, ServiceUnavailableError
 from finerank.settings import Settings
 
 if TYPE_CHECKING:
-    from finerank.engine.scheduler import BatchModel, BatchScheduler, BatchStats
+    from finerank.engine.scheduler import BatchModel, BatchScheduler, BatchStats, JobTimes
+
+logger = logging.getLogger(__name__)
 
 ModelT = TypeVar("ModelT")
 PreparedT = TypeVar("PreparedT")
@@ -57,6 +71,80 @@ PreparedT = TypeVar("PreparedT")
 # tokenizer is free: two thread hand-offs would cost more than tokenizing them); bigger ones in
 # steps on the prepare lane.
 INLINE_PREPARE_CHARS = 8192
+
+
+@dataclass(frozen=True)
+class RequestTimings:
+    """Where one request's time went, in seconds (TEI's per-request phases).
+
+    - ``tokenize_s``: the tokenizer's work on the request (inline or on the prepare lane,
+      summed over its steps; the wait for the lane is not in it).
+    - ``queue_s``: from handing its items to the scheduler to the start of its first batch.
+    - ``forward_s``: from the start of its first batch to the end of its last: the model time
+      of the one batch that carried it, or, for a request cut over several batches
+      (``batches`` > 1), that span, the other requests' batches in between included.
+    - ``total_s``: from the call to its answer; at least the sum of the three (the rest is
+      the wait for the tokenizer, checks and building the answer).
+
+    Example:
+        >>> RequestTimings(0.002, 0.001, 0.010, 0.014, batches=1).total_s
+        0.014
+    """
+
+    tokenize_s: float
+    queue_s: float
+    forward_s: float
+    total_s: float
+    batches: int = 0
+
+
+class RequestClock:
+    """Adds up one request's phases while it goes through the batching path (start it when
+    the call comes in; :meth:`BatchedService._finish` stops it).
+
+    Example:
+        >>> clock = RequestClock()
+        >>> clock.timed(lambda: sum(range(1000)))()
+        499500
+        >>> timings = clock.stop()
+        >>> 0 < timings.tokenize_s <= timings.total_s
+        True
+    """
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.tokenize_s = 0.0
+        self.queue_s = 0.0
+        self.forward_s = 0.0
+        self.batches = 0
+
+    def timed(self, func: Callable[[], PreparedT]) -> Callable[[], PreparedT]:
+        """``func``, its run time added to the tokenize phase (on whatever thread it runs)."""
+
+        def run() -> PreparedT:
+            began = time.perf_counter()
+            try:
+                return func()
+            finally:
+                self.tokenize_s += time.perf_counter() - began
+
+        return run
+
+    def ran(self, times: JobTimes) -> None:
+        """Add a finished scheduler job's queue and forward time."""
+        self.queue_s += times.queue_seconds
+        self.forward_s += times.forward_seconds
+        self.batches += times.batches
+
+    def stop(self) -> RequestTimings:
+        """The phases so far, and the total from the start."""
+        return RequestTimings(
+            tokenize_s=self.tokenize_s,
+            queue_s=self.queue_s,
+            forward_s=self.forward_s,
+            total_s=time.perf_counter() - self.started,
+            batches=self.batches,
+        )
 
 
 class PrepareLane:
@@ -118,7 +206,8 @@ class BatchedService(Generic[ModelT]):
         model: the loaded model (or pass it to :meth:`start`).
 
     Subclasses give :meth:`_batch_model` (what the scheduler runs) and may give
-    :meth:`_batch_costs`, the names below and the limit hint.
+    :meth:`_batch_costs`, the names below and the limit hint. Their request methods time each
+    request with a :class:`RequestClock` (see the module docstring).
     """
 
     # the worker threads' names
@@ -138,6 +227,7 @@ class BatchedService(Generic[ModelT]):
         self._prep_lock = threading.Lock()  # tokenizers are not safe to call concurrently
         self._preparing = 0
         self._listeners: list[Callable[[BatchStats], None]] = []
+        self._request_listeners: list[Callable[[RequestTimings], None]] = []
         self._accepting = False
 
     # ---- what differs per model ------------------------------------------------------------
@@ -200,6 +290,12 @@ class BatchedService(Generic[ModelT]):
         if self.scheduler is not None:
             self.scheduler.add_listener(listener)
 
+    def add_request_listener(self, listener: Callable[[RequestTimings], None]) -> None:
+        """Call ``listener(timings)`` once per answered request (metrics); failed requests
+        are not timed. Called on the thread that answers (the event loop, or the caller's
+        thread for the blocking embedder interface): keep it cheap."""
+        self._request_listeners.append(listener)
+
     @property
     def preparing(self) -> int:
         """Big requests being tokenized in steps right now."""
@@ -245,6 +341,7 @@ class BatchedService(Generic[ModelT]):
         steps: Callable[[], Generator[int, None, PreparedT]],
         *,
         check_step: Callable[[int], None] | None = None,
+        clock: RequestClock | None = None,
     ) -> PreparedT:
         """Tokenize one request (``size`` characters) without holding up the others.
 
@@ -254,13 +351,15 @@ class BatchedService(Generic[ModelT]):
         generator: each ``next()`` tokenizes a bounded part and yields the tokens so far,
         its return value is the prepared request) on the lane a step at a time, so the small
         ones wait at most one step; ``check_step(tokens)`` may raise after any step to stop
-        early (the rest is never tokenized).
+        early (the rest is never tokenized). The tokenizer's time goes to ``clock``.
         """
         self._require_ready()
         assert self._prep is not None
         lane = self._prep
         if size > INLINE_PREPARE_CHARS:
-            return await self._prepare_in_steps(lane, steps(), check_step)
+            return await self._prepare_in_steps(lane, steps(), check_step, clock)
+        if clock is not None:
+            whole = clock.timed(whole)
         if self._prep_lock.acquire(blocking=False):
             try:
                 return whole()
@@ -273,6 +372,7 @@ class BatchedService(Generic[ModelT]):
         lane: PrepareLane,
         steps: Generator[int, None, PreparedT],
         check_step: Callable[[int], None] | None,
+        clock: RequestClock | None,
     ) -> PreparedT:
         finished: list[PreparedT] = []
         self._preparing += 1
@@ -284,6 +384,8 @@ class BatchedService(Generic[ModelT]):
                 finished.append(done.value)
                 return None
 
+        if clock is not None:
+            step = clock.timed(step)
         try:
             while True:
                 tokens = await asyncio.wrap_future(lane.submit(step))
@@ -298,14 +400,30 @@ class BatchedService(Generic[ModelT]):
             with contextlib.suppress(ServiceUnavailableError):
                 lane.submit(steps.close, urgent=True)
 
-    async def _submit(self, items: Sequence[Any]) -> list[Any]:
-        """Queue prepared items for the batching worker; their outputs, in order."""
+    async def _submit(
+        self, items: Sequence[Any], *, clock: RequestClock | None = None
+    ) -> list[Any]:
+        """Queue prepared items for the batching worker; their outputs, in order (their queue
+        and forward time go to ``clock``)."""
         self._require_ready()
         assert self.scheduler is not None
         future = self.scheduler.submit(items)
         try:
-            return await asyncio.wrap_future(future)
+            outputs = await asyncio.wrap_future(future)
         except asyncio.CancelledError:
             # The caller went away: the worker skips the job, or what is left of a cut one.
             self.scheduler.withdraw(future)
             raise
+        if clock is not None:
+            clock.ran(future.times)
+        return outputs
+
+    def _finish(self, clock: RequestClock) -> RequestTimings:
+        """Stop ``clock`` once the answer is built; the request listeners get its timings."""
+        timings = clock.stop()
+        for listener in self._request_listeners:
+            try:
+                listener(timings)
+            except Exception:  # a broken listener must not fail the request
+                logger.exception("request listener failed")
+        return timings

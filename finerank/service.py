@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from finerank.batching import INLINE_PREPARE_CHARS, BatchedService
+from finerank.batching import INLINE_PREPARE_CHARS, BatchedService, RequestClock, RequestTimings
 from finerank.engine.engine import ScoreResult, rank_results
 from finerank.errors import InvalidInputError, UnknownModelError
 from finerank.settings import Settings
@@ -44,19 +44,23 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RerankOutcome:
-    """Ranked results (best first, at most ``top_n``) and the tokens the model read."""
+    """Ranked results (best first, at most ``top_n``), the tokens the model read and where the
+    request's time went (``timings``: tokenize, queue, forward, total)."""
 
     results: list[ScoreResult]
     prompt_tokens: int
     num_documents: int
+    timings: RequestTimings
 
 
 @dataclass(frozen=True)
 class ScoreOutcome:
-    """One result per (text_1, text_2) pair, in input order (``index`` = pair position)."""
+    """One result per (text_1, text_2) pair, in input order (``index`` = pair position), and
+    the request's ``timings``."""
 
     results: list[ScoreResult]
     prompt_tokens: int
+    timings: RequestTimings
 
 
 class RerankService(BatchedService["Reranker"]):
@@ -130,19 +134,21 @@ class RerankService(BatchedService["Reranker"]):
             >>> [r.index for r in outcome.results]  # doctest: +SKIP
             [1]
         """
+        clock = RequestClock()
         if top_n is not None:
             rank_results([], top_n)  # validates before any work
         self._check_count(len(documents) if isinstance(documents, Sequence) else 0, "documents")
         prepared = await self._prepare_request(
             query,
             documents,
+            clock,
             instruction=self.settings.instruction if instruction is None else instruction,
             long_document=long_document or self.settings.long_document,
             max_tokens_per_doc=max_tokens_per_doc,
         )
-        logits = await self._submit(prepared.items)
-        results = prepared.collect(logits, return_documents=return_documents)
-        return RerankOutcome(rank_results(results, top_n), prepared.num_tokens, len(documents))
+        logits = await self._submit(prepared.items, clock=clock)
+        results = rank_results(prepared.collect(logits, return_documents=return_documents), top_n)
+        return RerankOutcome(results, prepared.num_tokens, len(documents), self._finish(clock))
 
     async def score(
         self,
@@ -159,6 +165,7 @@ class RerankService(BatchedService["Reranker"]):
             >>> [round(r.score, 3) for r in outcome.results]  # doctest: +SKIP
             [0.12, 0.87]
         """
+        clock = RequestClock()
         queries = [text_1] if isinstance(text_1, str) else list(text_1)
         documents = [text_2] if isinstance(text_2, str) else list(text_2)
         if len(queries) == 1:
@@ -179,12 +186,11 @@ class RerankService(BatchedService["Reranker"]):
         prepared_groups: list[tuple[list[int], PreparedRequest]] = []
         for query, positions in groups.items():
             docs = [documents[p] for p in positions]
-            prepared_groups.append(
-                (positions, await self._prepare_request(query, docs, instruction=instruction))
-            )
+            prepared = await self._prepare_request(query, docs, clock, instruction=instruction)
+            prepared_groups.append((positions, prepared))
         total_tokens = sum(p.num_tokens for _, p in prepared_groups)
         self._check_tokens(total_tokens)
-        logits = await self._submit([i for _, p in prepared_groups for i in p.items])
+        logits = await self._submit([i for _, p in prepared_groups for i in p.items], clock=clock)
         results: list[ScoreResult | None] = [None] * len(documents)
         offset = 0
         for positions, prepared in prepared_groups:
@@ -194,16 +200,17 @@ class RerankService(BatchedService["Reranker"]):
                 results[position] = ScoreResult(
                     index=position, score=result.score, logit=result.logit
                 )
-        return ScoreOutcome([r for r in results if r is not None], total_tokens)
+        scored = [r for r in results if r is not None]
+        return ScoreOutcome(scored, total_tokens, self._finish(clock))
 
     # ---- preparing ------------------------------------------------------------------------
     async def _prepare_request(
-        self, query: str, documents: Sequence[str], **kwargs: Any
+        self, query: str, documents: Sequence[str], clock: RequestClock, **kwargs: Any
     ) -> PreparedRequest:
         """Tokenize one request on the shared path (:meth:`BatchedService._prepare`): big ones
         in the engine's ``prepare_steps``, stopped as soon as they are known to be over
         ``max_tokens_per_request`` (a bound from the text's size tells when they cannot be,
-        before any tokenizing)."""
+        before any tokenizing); the tokenizer's time goes to ``clock``."""
         self._require_ready()
         assert self.reranker is not None
         engine = self.reranker.engine
@@ -221,7 +228,7 @@ class RerankService(BatchedService["Reranker"]):
             bound = engine.token_upper_bound(query, documents, **bound_kwargs)
             if bound > self.settings.max_tokens_per_request:
                 check_step = self._check_tokens_at_least
-        prepared = await self._prepare(size, whole, steps, check_step=check_step)
+        prepared = await self._prepare(size, whole, steps, check_step=check_step, clock=clock)
         self._check_tokens(prepared.num_tokens)
         return prepared
 

@@ -1,14 +1,21 @@
 """The batching path both services share: the prepare lane's order and shutdown, big requests
-in steps (stopped early by the limit, the rest never run), cancellation."""
+in steps (stopped early by the limit, the rest never run), cancellation, per-request timings."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 
-from finerank.batching import INLINE_PREPARE_CHARS, BatchedService, PrepareLane
+from finerank.batching import (
+    INLINE_PREPARE_CHARS,
+    BatchedService,
+    PrepareLane,
+    RequestClock,
+    RequestTimings,
+)
 from finerank.errors import LimitExceededError, ServiceUnavailableError
 from finerank.settings import Settings
 
@@ -35,6 +42,26 @@ class DoubleService(BatchedService[Doubler]):
 
     def _batch_costs(self):
         return lambda items: [1] * len(items)
+
+    async def double(self, numbers: list[int], *, size: int = 1, step_s: float = 0.0):
+        """A request method as the services write them: ``step_s`` of "tokenizing" per step
+        (one step per number when ``size`` is over the inline bound), a token limit."""
+        clock = RequestClock()
+
+        def whole() -> list[int]:
+            time.sleep(step_s)
+            return list(numbers)
+
+        def steps():
+            for count in range(1, len(numbers) + 1):
+                time.sleep(step_s)
+                yield count
+            return list(numbers)
+
+        items = await self._prepare(size, whole, steps, clock=clock)
+        self._check_tokens(len(items))
+        doubled = await self._submit(items, clock=clock)
+        return doubled, self._finish(clock)
 
 
 @pytest.fixture
@@ -134,3 +161,65 @@ def test_not_started_and_stopped_are_unavailable():
     assert not svc.ready
     with pytest.raises(ServiceUnavailableError):
         asyncio.run(svc._prepare(1, lambda: "whole", lambda: iter(())))
+
+
+def _consistent(timings: RequestTimings) -> None:
+    phases = (timings.tokenize_s, timings.queue_s, timings.forward_s)
+    assert min(phases) >= 0 and sum(phases) <= timings.total_s
+
+
+async def test_each_answered_request_is_timed_in_phases_once(service):
+    seen: list[RequestTimings] = []
+    service.add_request_listener(seen.append)
+    _, small = await service.double([1, 2], step_s=0.01)
+    _, big = await service.double([1, 2, 3], size=INLINE_PREPARE_CHARS + 1, step_s=0.01)
+    with pytest.raises(LimitExceededError):  # a failed request is not timed
+        await service.double([1, 2, 3, 4, 5, 6])
+    assert seen == [small, big]
+    for timings in seen:
+        _consistent(timings)
+        assert timings.batches == 1
+    assert small.tokenize_s >= 0.01
+    assert big.tokenize_s >= 0.03  # summed over its three steps on the lane
+
+
+async def test_queue_and_forward_time_come_from_the_scheduler(service):
+    model = service.model
+    model.gate.clear()
+    first = asyncio.ensure_future(service.double([1]))
+    while not service.scheduler._running:
+        await asyncio.sleep(0.001)
+    second = asyncio.ensure_future(service.double([2]))
+    while service.queued_pairs < 1:
+        await asyncio.sleep(0.001)
+    await asyncio.sleep(0.05)
+    model.gate.set()
+    (_, held), (_, queued) = await first, await second
+    assert held.forward_s >= 0.05  # the held run
+    assert queued.queue_s >= 0.05  # waited behind it
+    _consistent(held)
+    _consistent(queued)
+
+
+async def test_a_request_cut_over_batches_is_timed_from_its_first_batch_to_its_last():
+    svc = DoubleService(Settings(max_batch_tokens=256), model=Doubler())
+    runs: list[float] = []
+    svc.add_batch_listener(lambda stats: runs.append(stats.seconds))
+    svc.start()
+    try:
+        doubled, timings = await svc.double(list(range(600)))  # 600 items of 1 token each
+    finally:
+        svc.stop()
+    assert doubled == [2 * x for x in range(600)]
+    assert timings.batches == len(runs) == 3
+    assert timings.forward_s >= sum(runs)  # the span holds every batch
+    _consistent(timings)
+
+
+def test_a_broken_request_listener_does_not_fail_the_request(service):
+    def broken(timings):
+        raise RuntimeError("listener bug")
+
+    service.add_request_listener(broken)
+    doubled, timings = asyncio.run(service.double([4]))
+    assert doubled == [8] and timings.total_s > 0

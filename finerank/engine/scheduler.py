@@ -18,12 +18,18 @@ packs inside the run): the scheduler never looks inside an item except to count 
 - **Cancellation.** A job whose future was cancelled before the worker reached it (its client
   went away) is dropped without running; :meth:`~BatchScheduler.withdraw` also stops the rest
   of a job that was cut and has started.
+- **Per-job times.** The future of a job (a :class:`JobFuture`) carries its :class:`JobTimes`:
+  when it was submitted, when its first batch started and its last batch ended (written once
+  per job and run, never per item), set before its result.
 
 Example:
     >>> scheduler = BatchScheduler(reranker.engine, max_batch_tokens=16384)  # doctest: +SKIP
     >>> scheduler.start()  # doctest: +SKIP
     >>> prepared = reranker.engine.prepare("query", ["doc a", "doc b"])  # doctest: +SKIP
-    >>> logits = scheduler.submit(prepared.items).result()  # doctest: +SKIP
+    >>> future = scheduler.submit(prepared.items)  # doctest: +SKIP
+    >>> logits = future.result()  # doctest: +SKIP
+    >>> future.times.queue_seconds, future.times.forward_seconds  # doctest: +SKIP
+    (2.1e-05, 0.0031)
     >>> scheduler.stop()  # doctest: +SKIP
 """
 
@@ -117,10 +123,52 @@ class BatchStats:
 
 
 @dataclass
+class JobTimes:
+    """When one job was submitted, its first batch started and its last batch ended
+    (``time.perf_counter()`` seconds), and how many batches carried its items.
+
+    Example:
+        >>> times = JobTimes(submitted=10.0, first_batch_start=10.5, last_batch_end=12.0)
+        >>> times.queue_seconds, times.forward_seconds
+        (0.5, 1.5)
+    """
+
+    submitted: float
+    first_batch_start: float | None = None
+    last_batch_end: float | None = None
+    batches: int = 0
+
+    @property
+    def queue_seconds(self) -> float:
+        """From the submit to the start of the job's first batch (0 if it never ran)."""
+        if self.first_batch_start is None:
+            return 0.0
+        return self.first_batch_start - self.submitted
+
+    @property
+    def forward_seconds(self) -> float:
+        """From the start of the job's first batch to the end of its last: the model time of
+        the one batch that carried it, or, for a job cut over several batches, that span
+        (the batches of other jobs that ran in between included). 0 if it never ran."""
+        if self.first_batch_start is None or self.last_batch_end is None:
+            return 0.0
+        return self.last_batch_end - self.first_batch_start
+
+
+class JobFuture(Future):
+    """The future of one submitted job, with its :class:`JobTimes` (``times``), complete
+    once the future is done with a result."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times = JobTimes(submitted=time.perf_counter())
+
+
+@dataclass
 class _Job:
     items: Sequence[Any]
     costs: list[int]  # what each item adds to a run (shared prefixes counted once)
-    future: Future
+    future: JobFuture
     outputs: list[Any] = field(init=False)
     next_item: int = 0  # items before this one are taken (running or done)
     done_items: int = 0
@@ -249,17 +297,19 @@ class BatchScheduler:
         return len(self._queue)
 
     def add_listener(self, listener: Callable[[BatchStats], None]) -> None:
-        """Call ``listener(stats)`` from the worker thread after every run."""
+        """Call ``listener(stats)`` from the worker thread after every run (before its answers
+        are delivered, so a caller with its answer sees its batches counted)."""
         self._listeners.append(listener)
 
     # ---- submission ----------------------------------------------------------------------
-    def submit(self, items: Sequence[Any]) -> Future:
-        """Queue one request's items; the future resolves to their outputs, in order.
+    def submit(self, items: Sequence[Any]) -> JobFuture:
+        """Queue one request's items; the future resolves to their outputs, in order, and
+        carries the job's :class:`JobTimes` (``future.times``).
 
         Cancel the future to withdraw the job: if the worker has not started it, it never runs
         (see :meth:`withdraw` for a job that has started).
         """
-        future: Future = Future()
+        future = JobFuture()
         if not items:
             future.set_result([])
             return future
@@ -367,6 +417,10 @@ class BatchScheduler:
     def _run(self, batch: list[_Slice]) -> None:
         items = [item for part in batch for item in part.items]
         started = time.perf_counter()
+        for part in batch:  # per job, not per item: the hot path stays cheap
+            times = part.job.future.times
+            if times.first_batch_start is None:
+                times.first_batch_start = started
         try:
             outputs = self._run_items(items)
         except Exception as exc:  # noqa: BLE001 - isolated below, or given to the one caller
@@ -380,22 +434,27 @@ class BatchScheduler:
             for part in batch:
                 self._run([part])
             return
-        offset = 0
-        for part in batch:
-            count = part.end - part.start
-            self._deliver(part, outputs[offset : offset + count])
-            offset += count
+        ended = time.perf_counter()
         stats = BatchStats(
             jobs=len(batch),
             pairs=len(items),
             tokens=sum(part.input_tokens for part in batch),
-            seconds=time.perf_counter() - started,
+            seconds=ended - started,
         )
+        # Listeners first: a caller that has its answer sees the metrics of its batches.
         for listener in self._listeners:
             try:
                 listener(stats)
             except Exception:  # a broken listener must not stop scoring
                 logger.exception("batch listener failed")
+        offset = 0
+        for part in batch:
+            count = part.end - part.start
+            times = part.job.future.times
+            times.last_batch_end = ended
+            times.batches += 1
+            self._deliver(part, outputs[offset : offset + count])
+            offset += count
 
     def _run_items(self, items: Sequence[Any]) -> list[Any]:
         def counted(part: Sequence[Any]) -> Sequence[Any]:

@@ -31,13 +31,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Generator, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from finerank.batching import BatchedService
+from finerank.batching import BatchedService, RequestClock, RequestTimings
 from finerank.errors import InvalidInputError, ServiceUnavailableError, UnknownModelError
 from finerank.settings import Settings
 
@@ -53,10 +52,12 @@ PREPARE_SLICE_CHARS = 64 * 1024
 
 @dataclass(frozen=True)
 class EmbeddingOutcome:
-    """Unit vectors (``[len(texts), dimension]`` float32) and the tokens the model read."""
+    """Unit vectors (``[len(texts), dimension]`` float32), the tokens the model read and where
+    the request's time went (``timings``: tokenize, queue, forward, total)."""
 
     vectors: np.ndarray
     prompt_tokens: int
+    timings: RequestTimings
 
 
 class EmbeddingService(BatchedService["Embedder"]):
@@ -153,6 +154,7 @@ class EmbeddingService(BatchedService["Embedder"]):
         Example:
             >>> outcome = await service.embed(["q"], input_type="query")  # doctest: +SKIP
         """
+        clock = RequestClock()
         self._require_ready()
         embedder = self._model()
         texts = self._check_request(texts, check_limits)
@@ -166,12 +168,13 @@ class EmbeddingService(BatchedService["Embedder"]):
 
         # Each input is cut to the model's length before tokenizing, so the request is bounded
         # by its count: the token limit is checked once, on the exact count, not per slice.
-        items = await self._prepare(sum(len(text) for text in texts), whole, steps)
+        items = await self._prepare(sum(len(text) for text in texts), whole, steps, clock=clock)
         tokens = sum(item.cost for item in items)
         if check_limits:
             self._check_tokens(tokens)
-        rows = await self._submit(items)
-        return EmbeddingOutcome(embedder.finish(rows, dimensions), tokens)
+        rows = await self._submit(items, clock=clock)
+        vectors = embedder.finish(rows, dimensions)
+        return EmbeddingOutcome(vectors, tokens, self._finish(clock))
 
     def _check_request(self, texts: Sequence[str], check_limits: bool) -> list[str]:
         if isinstance(texts, str):
@@ -199,14 +202,23 @@ class EmbeddingService(BatchedService["Embedder"]):
         instruction: str | None,
         dimensions: int | None,
     ) -> np.ndarray:
+        clock = RequestClock()
         self._require_ready()
         assert self.scheduler is not None
         embedder = self._model()
         embedder.check_dimensions(dimensions)
+
+        def prepare() -> list[EmbeddingInput]:
+            return embedder.prepare(list(texts), input_type=input_type, instruction=instruction)
+
         with self._prep_lock:  # on this worker thread, not the lane: it may block
-            items = embedder.prepare(list(texts), input_type=input_type, instruction=instruction)
-        future: Future = self.scheduler.submit(items)
-        return embedder.finish(future.result(), dimensions)
+            items = clock.timed(prepare)()
+        future = self.scheduler.submit(items)
+        rows = future.result()
+        clock.ran(future.times)
+        vectors = embedder.finish(rows, dimensions)
+        self._finish(clock)
+        return vectors
 
     def embed_documents(self, texts: Sequence[str], *, dimensions: int | None = None) -> np.ndarray:
         """Like :meth:`Embedder.embed_documents`, through the batching worker (blocking; call

@@ -43,7 +43,13 @@ from finerank.server.errors import (
     install_error_handlers,
 )
 from finerank.server.metrics import ObservedApp, ServerMetrics
-from finerank.server.routing import json_body, json_response, openapi_bodies, parse_body
+from finerank.server.routing import (
+    json_body,
+    json_response,
+    openapi_bodies,
+    parse_body,
+    timing_headers,
+)
 from finerank.server.schemas import (
     BilledUnits,
     DocumentOut,
@@ -103,6 +109,7 @@ def create_app(
     if runtime.rerank is not None:
         service = runtime.rerank
         service.add_batch_listener(metrics.observe_batch)
+        service.add_request_listener(metrics.request_listener("rerank"))
         metrics.queue_depth.set_function(lambda: service.queued_pairs)
         metrics.preparing.set_function(lambda: service.preparing)
         metrics.dropped_pairs.set_function(
@@ -111,6 +118,7 @@ def create_app(
     if runtime.embeddings is not None:
         embeddings = runtime.embeddings
         embeddings.add_batch_listener(metrics.observe_embedding_batch)
+        embeddings.add_request_listener(metrics.request_listener("embed"))
         metrics.embedding_queue_depth.set_function(lambda: embeddings.queued_pairs)
     metrics.ready.set_function(lambda: 1.0 if runtime.ready else 0.0)
 
@@ -222,7 +230,8 @@ def _add_rerank_routes(api: APIRouter, runtime: Runtime, metrics: ServerMetrics)
                     billed_units=BilledUnits(search_units=_search_units(outcome)),
                     tokens=Tokens(input_tokens=outcome.prompt_tokens),
                 ),
-            )
+            ),
+            headers=timing_headers(outcome.timings),
         )
 
     @api.post(
@@ -232,7 +241,9 @@ def _add_rerank_routes(api: APIRouter, runtime: Runtime, metrics: ServerMetrics)
         """Jina / vLLM: ``{id, model, usage, results: [{index, relevance_score, document}]}``."""
         body = await parse_body(request, RerankRequest)
         service, outcome, results = await run_rerank(request, body, documents_default=True)
-        return json_response(_v1_response(service, outcome, results))
+        return json_response(
+            _v1_response(service, outcome, results), headers=timing_headers(outcome.timings)
+        )
 
     @api.post(
         "/rerank",
@@ -245,7 +256,9 @@ def _add_rerank_routes(api: APIRouter, runtime: Runtime, metrics: ServerMetrics)
         body = await parse_body(request, RerankRequest)
         if body.texts is None:
             service, outcome, results = await run_rerank(request, body, documents_default=True)
-            return json_response(_v1_response(service, outcome, results))
+            return json_response(
+                _v1_response(service, outcome, results), headers=timing_headers(outcome.timings)
+            )
         _, outcome, _ = await run_rerank(request, body, documents_default=False)
         ranks = [
             TeiRank(
@@ -256,7 +269,9 @@ def _add_rerank_routes(api: APIRouter, runtime: Runtime, metrics: ServerMetrics)
             for r in outcome.results
         ]
         return Response(
-            _TEI_LIST.dump_json(ranks, exclude_none=True), media_type="application/json"
+            _TEI_LIST.dump_json(ranks, exclude_none=True),
+            media_type="application/json",
+            headers=timing_headers(outcome.timings),
         )
 
 
@@ -283,7 +298,8 @@ def _add_score_and_models(api: APIRouter, runtime: Runtime, metrics: ServerMetri
                 usage=Usage(
                     prompt_tokens=outcome.prompt_tokens, total_tokens=outcome.prompt_tokens
                 ),
-            )
+            ),
+            headers=timing_headers(outcome.timings),
         )
 
     @api.get("/v1/models", response_model=ModelList, tags=["models"])

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from finerank.batching import RequestTimings
 from finerank.engine.scheduler import BatchStats
 
 LATENCY_BUCKETS = (
@@ -39,6 +40,10 @@ LATENCY_BUCKETS = (
     30.0,
     60.0,
 )
+# Per-request phases span microseconds (tokenizing a short query) to minutes (a 32K-token
+# request on a CPU): like TEI's duration buckets, a geometric series of ratio 1.5, here from
+# 15 us to 111 s (40 buckets, 3 significant digits).
+PHASE_BUCKETS = tuple(float(f"{1e-5 * 1.5**k:.3g}") for k in range(1, 41))
 SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 TOKEN_BUCKETS = (64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072)
 
@@ -124,6 +129,22 @@ class ServerMetrics:
         self.embedding_queue_depth = Gauge(
             "finerank_embedding_queue_depth", "Texts waiting for the embedding model", registry=r
         )
+        # TEI's per-request phases (te_request_*_duration), per service: rerank | embed
+        self.request_phases = {
+            phase: Histogram(
+                f"finerank_request_{phase}_seconds",
+                help_text,
+                ["service"],
+                buckets=PHASE_BUCKETS,
+                registry=r,
+            )
+            for phase, help_text in (
+                ("tokenize", "Tokenizer time per request (summed over its steps)"),
+                ("queue", "Per request: from its submit to the start of its first batch"),
+                ("forward", "Per request: from its first batch's start to its last's end"),
+                ("total", "Per request: from the service call to its answer"),
+            )
+        }
 
     def observe_batch(self, stats: BatchStats) -> None:
         """Batch listener for :class:`~finerank.engine.scheduler.BatchScheduler`."""
@@ -140,6 +161,22 @@ class ServerMetrics:
         self.embedding_tokens.inc(stats.tokens)
         self.embedding_batch_requests.observe(stats.jobs)
         self.embedding_batch_seconds.observe(stats.seconds)
+
+    def request_listener(self, service: str) -> Callable[[RequestTimings], None]:
+        """A request listener (``BatchedService.add_request_listener``) observing the phase
+        histograms with ``service`` as label (``rerank`` or ``embed``)."""
+        tokenize, queue, forward, total = (
+            self.request_phases[phase].labels(service=service)
+            for phase in ("tokenize", "queue", "forward", "total")
+        )
+
+        def observe(timings: RequestTimings) -> None:
+            tokenize.observe(timings.tokenize_s)
+            queue.observe(timings.queue_s)
+            forward.observe(timings.forward_s)
+            total.observe(timings.total_s)
+
+        return observe
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -3,7 +3,8 @@
 - ``POST /v1/embeddings``: OpenAI format (``input`` string or list, ``model``, ``dimensions``,
   ``encoding_format`` float|base64, ``usage``). finerank extensions: ``input_type``
   (``document`` default, or ``query``) and ``instruction`` (query prompt of Qwen3 models).
-  Batched across requests like rerank (``EmbeddingService``).
+  Batched across requests like rerank (``EmbeddingService``); TEI's timing headers
+  (``x-tokenization-time``, ``x-queue-time``, ``x-inference-time``, ``x-total-time``, ms).
 - ``POST /v1/search``: first stage (bm25 | dense | hybrid | bm25+prf | hybrid+prf) then the
   server's reranker. The BM25 modes work without an embedding model; the others then say
   they need one.
@@ -35,7 +36,7 @@ from fastapi.responses import Response
 
 from finerank.errors import InvalidInputError
 from finerank.runtime import Runtime
-from finerank.server.routing import json_body, json_response, parse_body
+from finerank.server.routing import json_body, json_response, parse_body, timing_headers
 from finerank.server.schemas import (
     CollectionList,
     CollectionOut,
@@ -97,7 +98,10 @@ def build_router(runtime: Runtime) -> APIRouter:
         ]
         tokens = outcome.prompt_tokens
         usage = Usage(prompt_tokens=tokens, total_tokens=tokens)
-        return json_response(EmbeddingResponse(data=data, model=service.name, usage=usage))
+        return json_response(
+            EmbeddingResponse(data=data, model=service.name, usage=usage),
+            headers=timing_headers(outcome.timings),
+        )
 
     @router.post("/v1/search", response_model=SearchResponseOut, **json_body(SearchRequest))
     async def search(request: Request) -> Response:

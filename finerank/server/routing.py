@@ -1,4 +1,5 @@
-"""What every router shares: JSON bodies read whatever the Content-Type, JSON answers.
+"""What every router shares: JSON bodies read whatever the Content-Type, JSON answers, TEI's
+timing headers.
 
 Routes parse their own body (``await parse_body(request, Model)``) instead of letting FastAPI
 do it, so ``curl -d '{...}'`` (which sends ``application/x-www-form-urlencoded``) works on every
@@ -8,10 +9,14 @@ Example:
     >>> from finerank.server.schemas import SearchRequest
     >>> json_body(SearchRequest)["openapi_extra"]["requestBody"]["required"]
     True
+    >>> from finerank.batching import RequestTimings
+    >>> timing_headers(RequestTimings(0.0021, 0.0005, 0.0139, 0.0172))["x-inference-time"]
+    '13'
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from fastapi import Request
@@ -19,7 +24,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
+from finerank.batching import RequestTimings
+
 M = TypeVar("M", bound=BaseModel)
+
+# TEI's per-request timing headers, in whole milliseconds.
+TIMING_HEADERS = ("x-tokenization-time", "x-queue-time", "x-inference-time", "x-total-time")
 
 # Every model a route reads with parse_body: the OpenAPI schema lists them (see openapi_bodies).
 _BODY_MODELS: dict[str, type[BaseModel]] = {}
@@ -60,11 +70,24 @@ def openapi_bodies(components: dict[str, Any]) -> None:
 
 
 def json_response(
-    model: BaseModel, *, status_code: int = 200, exclude_none: bool = True
+    model: BaseModel,
+    *,
+    status_code: int = 200,
+    exclude_none: bool = True,
+    headers: Mapping[str, str] | None = None,
 ) -> Response:
     """``model`` as a JSON response (``None`` fields left out unless ``exclude_none=False``)."""
     return Response(
         model.model_dump_json(exclude_none=exclude_none),
         status_code=status_code,
         media_type="application/json",
+        headers=headers,
     )
+
+
+def timing_headers(timings: RequestTimings) -> dict[str, str]:
+    """TEI's response headers for one request: tokenize, queue, forward (``x-inference-time``)
+    and total, in whole milliseconds, truncated as TEI sends them (so the phases never add up
+    to more than the total)."""
+    seconds = (timings.tokenize_s, timings.queue_s, timings.forward_s, timings.total_s)
+    return {name: str(int(s * 1000)) for name, s in zip(TIMING_HEADERS, seconds, strict=True)}

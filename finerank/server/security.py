@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from finerank.server.auth import SESSION_COOKIE, KeyChecker
 from finerank.server.errors import error_response
+from finerank.server.routing import TIMING_HEADERS
 from finerank.settings import Settings
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ def install_security(app: FastAPI, settings: Settings) -> None:
         allow_credentials=False,
         allow_methods=["GET", "POST", "PUT", "DELETE"],
         allow_headers=["authorization", "content-type"],
+        expose_headers=list(TIMING_HEADERS),  # browsers may read TEI's timing headers
     )
     app.add_middleware(HostGuard, allowed=allowed_host_names(settings), bound=settings.host)
 

@@ -194,3 +194,18 @@ def test_a_request_prepared_in_slices_equals_one_prepared_whole(qwen3_embedder):
     assert items == whole
     assert len(counts) >= 3 and counts == sorted(counts)
     assert counts[-1] == sum(item.cost for item in whole)
+
+
+async def test_embed_requests_are_timed_on_both_paths(service):
+    """``embed`` returns its timings and the listeners get them; the blocking embedder
+    interface (ingest, sync search) is timed too."""
+    seen = []
+    service.add_request_listener(seen.append)
+    outcome = await service.embed(TEXTS[:2])
+    vectors = await asyncio.to_thread(service.embed_documents, TEXTS[2:])
+    assert vectors.shape[0] == 2
+    assert seen[0] == outcome.timings and len(seen) == 2
+    for timings in seen:
+        phases = (timings.tokenize_s, timings.queue_s, timings.forward_s)
+        assert min(phases) >= 0 and sum(phases) <= timings.total_s
+        assert timings.batches == 1 and timings.tokenize_s > 0 and timings.forward_s > 0

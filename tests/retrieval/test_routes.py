@@ -99,6 +99,31 @@ def test_embeddings_openai_format(client, qwen3_embedder):
     assert samples["finerank_embedding_batch_requests_count"] >= 3
 
 
+def _embed_phase_counts(client) -> list[float]:
+    from tests.server.conftest import parse_metrics
+
+    samples = parse_metrics(client.get("/metrics").text)
+    return [
+        samples.get(f'finerank_request_{phase}_seconds_count{{service="embed"}}', 0.0)
+        for phase in ("tokenize", "queue", "forward", "total")
+    ]
+
+
+def test_embeddings_send_timing_headers_and_are_timed_once(client):
+    names = ("x-tokenization-time", "x-queue-time", "x-inference-time", "x-total-time")
+    before = _embed_phase_counts(client)
+    response = client.post("/v1/embeddings", json={"input": ["hello world", "网络安全法"]})
+    refused = client.post("/v1/embeddings", json={"input": ["x"] * 11})
+    after = _embed_phase_counts(client)
+    assert response.status_code == 200 and refused.status_code == 413
+    values = [response.headers.get(name, "") for name in names]
+    assert all(value.isdigit() for value in values), dict(response.headers)
+    tokenize, queue, forward, total = map(int, values)
+    assert tokenize + queue + forward <= total
+    assert not any(name in refused.headers for name in names)
+    assert after == [count + 1 for count in before]  # the refused request is not timed
+
+
 def test_remote_embedder_against_the_server(client, qwen3_embedder):
     """RemoteEmbedder speaks the OpenAI format; a Qwen3 query prompt sent as plain text gives
     the same vector as a local query embedding."""

@@ -330,6 +330,64 @@ def _pairs(results):
     return [(r.index, round(r.score, 6)) for r in results]
 
 
+# ---- per-request timings (TEI's headers and phase histograms) -------------------------------
+TIMING_HEADERS = ("x-tokenization-time", "x-queue-time", "x-inference-time", "x-total-time")
+PHASES = ("tokenize", "queue", "forward", "total")
+
+
+def _timing_headers(response: httpx.Response) -> tuple[int, int, int, int]:
+    """The TEI timing headers of a response: whole milliseconds, phases within the total."""
+    values = [response.headers.get(name, "") for name in TIMING_HEADERS]
+    assert all(value.isdigit() for value in values), dict(response.headers)
+    tokenize, queue, forward, total = map(int, values)
+    assert tokenize + queue + forward <= total
+    return tokenize, queue, forward, total
+
+
+def _phase(samples: dict[str, float], phase: str, what: str, service: str = "rerank") -> float:
+    return samples.get(f'finerank_request_{phase}_seconds_{what}{{service="{service}"}}', 0.0)
+
+
+async def test_every_rerank_dialect_sends_timing_headers_and_is_timed_once(client):
+    documents = {"query": QUERY, "documents": DOCS}
+    responses = [
+        await client.post("/v1/rerank", json=documents),
+        await client.post("/v2/rerank", json=documents),
+        await client.post("/rerank", json=documents),
+        await client.post("/rerank", json={"query": QUERY, "texts": DOCS}),
+        await client.post("/v1/score", json={"text_1": QUERY, "text_2": DOCS}),
+    ]
+    too_many = await client.post("/v1/rerank", json={"query": QUERY, "documents": DOCS * 400})
+    samples = parse_metrics((await client.get("/metrics")).text)
+    for response in responses:
+        assert response.status_code == 200, response.text
+        _timing_headers(response)
+    assert isinstance(responses[3].json(), list)  # TEI's bare list, unchanged
+    _check_error(too_many, 413, "max_documents_per_request")
+    assert not any(name in too_many.headers for name in TIMING_HEADERS)
+    # one observation per answered request (the refused one is not timed), sums in order
+    assert [_phase(samples, phase, "count") for phase in PHASES] == [len(responses)] * 4
+    sums = [_phase(samples, phase, "sum") for phase in PHASES]
+    assert min(sums) >= 0 and sum(sums[:3]) <= sums[3]
+    assert sums[0] > 0 and sums[2] > 0  # tokenizing and the model took some time
+    assert _phase(samples, "total", "count", service="embed") == 0
+
+
+async def test_a_request_cut_over_batches_is_timed_from_its_first_batch_to_its_last(make_app):
+    documents = [f"document {i}: " + "lorem ipsum dolor sit amet " * 12 for i in range(8)]
+    async with asgi_client(make_app(max_batch_tokens=256)) as c:
+        response = await c.post("/v1/rerank", json={"query": QUERY, "documents": documents})
+        samples = parse_metrics((await c.get("/metrics")).text)
+    assert response.status_code == 200
+    _timing_headers(response)
+    assert samples["finerank_batch_duration_seconds_count"] >= 2  # the request was cut
+    assert _phase(samples, "forward", "count") == 1
+    # its forward span holds every batch that carried its pairs
+    assert _phase(samples, "forward", "sum") >= samples["finerank_batch_duration_seconds_sum"]
+    phases = [_phase(samples, phase, "sum") for phase in PHASES]
+    assert sum(phases[:3]) <= phases[3]
+
+
 # ---- extension hooks ------------------------------------------------------------------------
 def test_ui_hook_receives_a_backend_on_the_apps_runtime(make_app, monkeypatch):
     from finerank.ui.backend import UIBackend

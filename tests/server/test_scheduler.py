@@ -183,6 +183,18 @@ def test_a_big_job_is_cut_so_a_small_one_waits_one_run_at_most(qwen3_reranker):
         # the big job ran in cuts; the small one shared the run after the first cut
         assert sum(engine.run_sizes[1:]) == len(big.items) + len(DOCS)
         assert len(engine.run_sizes) - 1 >= 5
+        # each future knows when its job was queued and when its first and last batch ran
+        runs = len(engine.run_sizes) - 1
+        held, cut, alone = first.times, big_future.times, small_future.times
+        assert (held.batches, cut.batches, alone.batches) == (1, runs, 1)
+        assert held.submitted <= held.first_batch_start < held.last_batch_end
+        # the big job queued behind the held run; its forward span holds every cut (and the
+        # run it shared with the small job)
+        assert cut.first_batch_start >= held.last_batch_end
+        assert cut.queue_seconds >= held.last_batch_end - cut.submitted
+        assert cut.first_batch_start < alone.submitted < alone.first_batch_start
+        assert alone.last_batch_end <= cut.last_batch_end
+        assert cut.forward_seconds > alone.forward_seconds > 0
     finally:
         scheduler.stop()
 
