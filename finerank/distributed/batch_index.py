@@ -172,7 +172,7 @@ def batch_index(
         ...             settings=Settings(data_dir="qdrant/")).added  # doctest: +SKIP
         1234
     """
-    from finerank.retrieval.ingest import collection_spec, iter_files
+    from finerank.retrieval.ingest import collection_spec, finish_ingest, iter_files
 
     started = time.perf_counter()
     if batch_size < 1 or actors < 1:
@@ -241,8 +241,7 @@ def batch_index(
             report.added += _collect_one(ray, in_flight, store, collection, batch_size, min_free)
             _report(progress, report.added, pending_count, started)
         report.deleted = store.delete_chunks(collection, stale)
-        if report.added or report.deleted:
-            store.optimize(collection)
+        finish_ingest(store, collection, report)
     finally:
         for worker in workers:  # free their CPUs / GPUs (and models) now
             import_ray().kill(worker)

@@ -310,6 +310,9 @@ class IngestReport:
     unchanged_files: int = 0
     empty_files: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: documents (files) written to or deleted from the document index
+    #: (:mod:`finerank.retrieval.documents`); all of them when it was built for the first time
+    documents_indexed: int = 0
 
     @property
     def chunks_per_second(self) -> float:
@@ -406,7 +409,7 @@ def ingest_documents(
     # stale chunks go last: an interrupted run never leaves a file with fewer chunks
     with storage_errors(store):
         report.deleted = store.delete_chunks(collection, plan.stale)
-        finish_ingest(store, collection, report)
+        finish_ingest(store, collection, report, workers=plan.workers)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -534,10 +537,18 @@ def plan_ingest(
     return IngestPlan(spec, pending, stale, report, analyzed, workers)
 
 
-def finish_ingest(store: VectorStore, collection: str, report: IngestReport) -> None:
-    """After a run's writes: build indexes and merge segments (embedded; then flushed)."""
+def finish_ingest(
+    store: VectorStore, collection: str, report: IngestReport, *, workers: int | None = None
+) -> None:
+    """After a run's writes: build indexes and merge segments (embedded; then flushed), and
+    bring the document index in step (:func:`~finerank.retrieval.documents.sync_document_index`;
+    built whole the first time, e.g. for a collection written before it existed).
+    ``workers`` as for :func:`plan_ingest`."""
+    from finerank.retrieval.documents import sync_document_index
+
     if report.added or report.deleted:
         store.optimize(collection)
+    report.documents_indexed = sync_document_index(store, collection, workers=workers)
 
 
 def _progress(items, enabled: bool, description: str, unit: str, total: int | None = None):

@@ -356,7 +356,8 @@ class RetrievalService:
                     point.dense = vector
             plan.report.added += await on_store_writing(store.upsert, collection, points)
         plan.report.deleted = await on_store_writing(store.delete_chunks, collection, plan.stale)
-        await on_store_writing(finish_ingest, store, collection, plan.report)
+        # workers=1: a server must not fork (see above)
+        await on_store_writing(lambda: finish_ingest(store, collection, plan.report, workers=1))
         plan.report.seconds = time.perf_counter() - started
         return plan.report
 

@@ -165,6 +165,8 @@ def test_migrate_keeps_points_and_results(legacy_dir, fresh):
             assert migrated[point.chunk_id].sparse.values == pytest.approx(point.sparse.values)
             assert indexed_text(point.payload)  # what both analyzed
         assert_results_as_recorded(store, "laws", fresh)
+        # the migration builds the document index the old store had not, as ingest does
+        assert store.document_digests("laws") == fresh.document_digests("laws") != {}
         with pytest.raises(ConflictError, match="already in the Qdrant Edge format"):
             migrate_collection(store, "laws")
     # without names: every remaining old-format collection

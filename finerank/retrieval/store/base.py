@@ -15,6 +15,7 @@ directory, the default) and :class:`~finerank.retrieval.store.client.ClientStore
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import uuid
@@ -35,6 +36,9 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 TOP_LEVEL_FIELDS = ("source", "file", "chunk_id")
 # fields every collection indexes when it is created: ingest diffs by file, filters by source
 INDEXED_AT_CREATION = ("file", "source")
+# a collection's document index is a companion collection under this suffix; "~" is outside
+# the names users can give (check_collection_name), so it can neither clash nor be listed
+DOCUMENTS_SUFFIX = "~documents"
 
 
 def default_data_dir() -> Path:
@@ -62,6 +66,32 @@ def check_collection_name(name: str) -> str:
             "starting with a letter or digit"
         )
     return name
+
+
+def is_collection_name(name: str) -> bool:
+    """Whether ``name`` is one users can give (not, e.g., a document index's)."""
+    return isinstance(name, str) and _NAME.fullmatch(name) is not None
+
+
+def document_index_name(name: str) -> str:
+    """The companion collection that holds ``name``'s document index.
+
+    Example:
+        >>> document_index_name("laws")
+        'laws~documents'
+    """
+    return check_collection_name(name) + DOCUMENTS_SUFFIX
+
+
+def document_key(file: str) -> str:
+    """A document's id in a document index (the MD5 of its file name, hex), as a chunk id is
+    in its collection.
+
+    Example:
+        >>> point_id(document_key("laws/民法典.txt"))
+        '58e77c3f-535a-127c-4c76-e944204adfc4'
+    """
+    return hashlib.md5(file.encode("utf-8")).hexdigest()
 
 
 def point_id(chunk_id: str) -> str:
@@ -151,6 +181,26 @@ class StoredPoint:
     payload: dict[str, Any]
     sparse: SparseVector
     dense: Sequence[float] | None = None
+
+
+@dataclass
+class DocumentPoint:
+    """A document (every chunk of one ``file``) in a collection's document index: its BM25
+    ``sparse`` vector, how many ``chunks`` it has, and the ``digest`` of their ids (what
+    :func:`finerank.retrieval.documents.sync_document_index` compares to find stale ones)."""
+
+    file: str
+    sparse: SparseVector
+    chunks: int
+    digest: str
+
+
+@dataclass(frozen=True)
+class DocumentScore:
+    """A document's BM25 score for one query in the document index, and its chunk count."""
+
+    score: float
+    chunks: int
 
 
 @dataclass
@@ -569,6 +619,8 @@ class VectorStore(ABC):
         if self.exists(name):
             self.spec(name)  # an old-format collection says how to migrate it
             raise ConflictError(f"collection {name!r} already exists")
+        if self._has_collection(document_index_name(name)):  # left by an interrupted delete
+            self._drop_collection(document_index_name(name))
         self._create_collection(name, spec)
 
     def ensure(self, name: str, spec: CollectionSpec) -> CollectionSpec:
@@ -603,6 +655,8 @@ class VectorStore(ABC):
     def delete(self, name: str) -> None:
         """Delete a collection and its points (an old-format one too)."""
         check_collection_name(name)
+        if self._has_collection(document_index_name(name)):  # first: never an orphan index
+            self._drop_collection(document_index_name(name))
         if self._has_collection(name):
             self._drop_collection(name)
         elif name in self.legacy_collections():
@@ -719,6 +773,106 @@ class VectorStore(ABC):
                 ]
             )
         return out
+
+    # --- the document index ----------------------------------------------------------------
+    # One point per document (all chunks of one file) in a companion collection, with a BM25
+    # vector over the whole document; its IDF is over documents. Kept in step with the chunks
+    # by finerank.retrieval.documents.sync_document_index (every ingest ends with it).
+
+    def has_document_index(self, name: str) -> bool:
+        """Whether ``name`` has its document index (collections written before it have not,
+        until their next ingest or migration builds it)."""
+        return self._has_collection(document_index_name(name))
+
+    def create_document_index(self, name: str) -> None:
+        """An empty document index for ``name`` (sparse vectors only, IDF modifier, BM25
+        with ``b`` 0: a document's length is not held against it)."""
+        spec = self.spec(name)
+        index = document_index_name(name)
+        if not self._has_collection(index):
+            self._create_collection(
+                index,
+                CollectionSpec(None, None, {"document_index_of": name}, 1.0, k1=spec.k1, b=0.0),
+            )
+
+    def document_digests(self, name: str) -> dict[str, str]:
+        """``file -> digest`` of every document in the index (empty without one)."""
+        if not self.has_document_index(name):
+            return {}
+        index = document_index_name(name)
+        return {
+            payload["file"]: payload.get("digest", "")
+            for payload, _ in self._scroll(index, fields=["file", "digest"], vectors=False)
+        }
+
+    def iter_documents(self, name: str) -> Iterator[DocumentPoint]:
+        """Every document of ``name``'s document index with its vector (none without one)."""
+        if not self.has_document_index(name):
+            return
+        for payload, vectors in self._scroll(document_index_name(name), fields=None, vectors=True):
+            sparse = (vectors or {}).get(SPARSE)
+            yield DocumentPoint(
+                payload["file"],
+                SparseVector(list(sparse.indices), [float(v) for v in sparse.values])
+                if sparse is not None
+                else SparseVector([], []),
+                int(payload.get("chunks", 0)),
+                str(payload.get("digest", "")),
+            )
+
+    def write_documents(self, name: str, documents: Sequence[DocumentPoint]) -> int:
+        """Write (or replace) documents in ``name``'s document index (created if need be)."""
+        if not documents:
+            return 0
+        self.create_document_index(name)
+        self._write(
+            document_index_name(name),
+            [
+                StoredPoint(
+                    document_key(d.file),
+                    {"file": d.file, "chunks": d.chunks, "digest": d.digest},
+                    d.sparse,
+                )
+                for d in documents
+            ],
+        )
+        return len(documents)
+
+    def delete_documents(self, name: str, files: Iterable[str]) -> int:
+        """Remove documents from ``name``'s document index."""
+        ids = [point_id(document_key(file)) for file in files]
+        if ids and self.has_document_index(name):
+            self._remove(document_index_name(name), ids)
+        return len(ids)
+
+    def query_documents(
+        self, name: str, queries: Sequence[SparseVector | None], limit: int
+    ) -> list[dict[str, DocumentScore]]:
+        """The best ``limit`` documents of each BM25 query (one engine batch), ``file ->``
+        :class:`DocumentScore`; empty dicts where the collection has no document index."""
+        out: list[dict[str, DocumentScore]] = [{} for _ in queries]
+        wanted = [i for i, q in enumerate(queries) if q is not None and len(q.indices)]
+        if not wanted:
+            return out
+        try:  # no existence check first: that would be one more round trip to a server
+            results = self._search(
+                document_index_name(name),
+                [Search(limit, sparse=queries[i], fields=("file", "chunks")) for i in wanted],
+            )
+        except NotFoundError:
+            return out
+        for i, scored in zip(wanted, results, strict=True):
+            out[i] = {
+                payload["file"]: DocumentScore(float(score), int(payload.get("chunks", 0)))
+                for score, payload in scored
+                if "file" in payload
+            }
+        return out
+
+    def optimize_document_index(self, name: str) -> None:
+        """:meth:`optimize` for ``name``'s document index (after it was rebuilt)."""
+        if self.has_document_index(name):
+            self.optimize(document_index_name(name))
 
     # --- maintenance -----------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from typing import Any
 from finerank.errors import ConflictError, InvalidInputError, NotFoundError
 from finerank.retrieval.store.base import (
     DENSE,
+    DOCUMENTS_SUFFIX,
     INDEXED_AT_CREATION,
     SPARSE,
     CollectionSpec,
@@ -47,6 +48,7 @@ from finerank.retrieval.store.base import (
     as_floats,
     check_collection_name,
     index_kind,
+    is_collection_name,
     point_id,
 )
 
@@ -63,6 +65,8 @@ INDEXING_THRESHOLD_KB = 10_000
 # Qdrant (each whole, to pick two keys) costs about 8 ms; from memory it is free after the
 # first time. About 0.3 KB per point seen.
 CACHED_FIELDS = ("chunk_id", "file", "source")
+# the same for a document index's points (VectorStore.query_documents asks for these)
+DOCUMENT_CACHED_FIELDS = ("file", "chunks")
 
 
 def _edge():
@@ -119,8 +123,12 @@ def _request(search: Search, *, payload: bool = True):
     )
 
 
-def _cached(payload: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: payload[key] for key in CACHED_FIELDS if key in payload}
+def _cache_keys(name: str) -> tuple[str, ...]:
+    return DOCUMENT_CACHED_FIELDS if name.endswith(DOCUMENTS_SUFFIX) else CACHED_FIELDS
+
+
+def _cached(payload: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {key: payload[key] for key in keys if key in payload}
 
 
 class _DirectoryLock:
@@ -192,7 +200,9 @@ class EdgeStore(VectorStore):
         return cls(tempfile.mkdtemp(prefix="finerank-edge-"), temporary=True)
 
     def _path(self, name: str) -> Path:
-        return self._edge_root / check_collection_name(name)
+        # a collection, or its document index (edge/<name>~documents/)
+        base = name.removesuffix(DOCUMENTS_SUFFIX)
+        return self._edge_root / (check_collection_name(base) + name[len(base) :])
 
     # --- collections -----------------------------------------------------------------------
 
@@ -200,7 +210,7 @@ class EdgeStore(VectorStore):
         return sorted(
             child.name
             for child in self._edge_root.iterdir()
-            if (child / METADATA_FILE).is_file() and not child.name.startswith(".")
+            if (child / METADATA_FILE).is_file() and is_collection_name(child.name)
         )
 
     def _has_collection(self, name: str) -> bool:
@@ -377,8 +387,9 @@ class EdgeStore(VectorStore):
             structs.append(q.Point(point_id(point.chunk_id), vectors, point.payload))
         cache = self._documents.get(name)
         if cache is not None:  # a point's file may change (a renamed file, same source)
+            keys = _cache_keys(name)
             for point in points:
-                cache[uuid.UUID(point_id(point.chunk_id))] = _cached(point.payload)
+                cache[uuid.UUID(point_id(point.chunk_id))] = _cached(point.payload, keys)
         try:
             self._shard(name).update(q.UpdateOperation.upsert_points(structs))
         except (ConflictError, NotFoundError):
@@ -399,9 +410,9 @@ class EdgeStore(VectorStore):
         q = _edge()
         shard = self._shard(name)
         # few-field searches within CACHED_FIELDS read no payload (see there)
+        keys = set(_cache_keys(name))
         from_cache = [
-            search.fields is not None and set(search.fields) <= set(CACHED_FIELDS)
-            for search in searches
+            search.fields is not None and set(search.fields) <= keys for search in searches
         ]
         requests = [
             _request(search, payload=not cached)
@@ -422,17 +433,18 @@ class EdgeStore(VectorStore):
         ]
 
     def _from_cache(self, name: str, fields: tuple[str, ...], points) -> list[Scored]:
-        """Hits with the ``fields`` (all in CACHED_FIELDS) of their payloads, from memory;
-        points not seen before are read once."""
+        """Hits with the ``fields`` (all in CACHED_FIELDS, or DOCUMENT_CACHED_FIELDS for a
+        document index) of their payloads, from memory; points not seen before are read once."""
+        keys = _cache_keys(name)
         cache = self._documents.setdefault(name, {})
         ids = [point.id for point in points]  # uuid.UUID objects, hashed by their int
         missing = [point for point in ids if point not in cache]
         if missing:
             for record in self._shard(name).retrieve(
-                missing, with_payload=list(CACHED_FIELDS), with_vector=False
+                missing, with_payload=list(keys), with_vector=False
             ):
-                cache[record.id] = _cached(record.payload or {})
-        every = set(fields) >= set(CACHED_FIELDS)
+                cache[record.id] = _cached(record.payload or {}, keys)
+        every = set(fields) >= set(keys)
         scored: list[Scored] = []
         for point, key in zip(points, ids, strict=True):
             entry = cache.get(key)

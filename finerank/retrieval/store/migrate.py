@@ -9,6 +9,8 @@ vectors written by an older analyzer are computed again from each point's text (
 ``context`` + ``text``, what ingest indexed) with this finerank's analyzer, and the
 collection's BM25 average length with them: the dense vectors, the expensive part, are kept.
 The copy becomes visible only once complete; an interrupted migration is simply run again.
+The migrated collection then gets its document index (which the old store had not), built
+from the copied chunks (:mod:`finerank.retrieval.documents`).
 
 Example:
     >>> from finerank.retrieval.store import open_store
@@ -187,6 +189,9 @@ def migrate_collection(
             )
         shard.optimize()
         store.commit(name, spec)
+        from finerank.retrieval.documents import sync_document_index
+
+        sync_document_index(store, name)  # the document index, which the old store had not
         if not keep_old:
             legacy.client.delete_collection(name)
     finally:
