@@ -171,7 +171,14 @@ class Settings(BaseSettings):
         ge=1,
         le=100_000,
         description="First-pass depth (chunks) in which `document_weight` finds a chunk's "
-        "document.",
+        "document (and documents `document_index_weight` ranks).",
+    )
+    document_index_weight: float = Field(
+        0.4,
+        ge=0.0,
+        le=10.0,
+        description="How much a chunk's document's own BM25 score (the document index: all "
+        "its chunks as one text, IDF over documents) lifts it in the `bm25` modes (0: off).",
     )
     max_query_chars: int = Field(
         4096, ge=1, description="Characters of a `/v1/search` query (`413` above)."

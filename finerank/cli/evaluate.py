@@ -171,6 +171,7 @@ def eval_command(
             "document_context": {
                 "weight": settings.document_weight,
                 "depth": settings.document_depth,
+                "index_weight": settings.document_index_weight,
             },
         },
     )

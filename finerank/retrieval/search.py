@@ -267,6 +267,7 @@ class SearchService:
         sparse: list[SparseVector | None] = [
             None if base == "dense" else Bm25Encoder.query_vector(query) for query in queries
         ]
+        asked = sparse  # the queries as asked (the document index searches with them)
         if feedback:
             sparse = self._expand(collection, sparse, filters)
         # BM25 modes only: a deeper hybrid pass would change how DBSF normalizes its branches
@@ -291,8 +292,22 @@ class SearchService:
         )
         if not contextual:
             return runs
+        # the document index's scores (none for a collection built before it: see
+        # finerank.retrieval.documents); one more engine batch, over documents
+        indexed = (
+            self.store.query_documents(collection, asked, self.context.depth)
+            if self.context.index_weight > 0
+            else [None] * len(runs)
+        )
         runs = [
-            with_document_context(hits, weight=self.context.weight, limit=recall_k) for hits in runs
+            with_document_context(
+                hits,
+                weight=self.context.weight,
+                limit=recall_k,
+                documents=documents,
+                index_weight=self.context.index_weight,
+            )
+            for hits, documents in zip(runs, indexed, strict=True)
         ]
         if deep:  # the whole payloads of the hits kept
             payloads = self.store.payloads(

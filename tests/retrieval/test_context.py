@@ -50,12 +50,52 @@ def test_nothing_changes_without_a_document_of_two_hits_or_with_weight_zero():
     assert [h.rank for h in with_document_context(shifted, weight=0.5, limit=2)] == [1, 2]
 
 
+def test_the_document_index_score_is_added_scaled_by_the_best_document():
+    from finerank.retrieval.store.base import DocumentScore
+
+    hits = [_hit(1, 4.0, "a1", "a"), _hit(2, 3.0, "b1", "b"), _hit(3, 2.0, "b2", "b")]
+    hits.append(_hit(4, 1.0, "c1", "c"))
+    index = {"a": DocumentScore(2.0, 1), "b": DocumentScore(8.0, 4), "d": DocumentScore(9.0, 3)}
+    lifted = with_document_context(hits, weight=0.5, limit=4, documents=index, index_weight=1.0)
+    evidence = {"a": 4.0, "b": 5.0, "c": 1.0}
+    # a has one chunk: its document score is its chunk's (4 / 4); b: 8 / 9 (d, not in the
+    # pass, is the best document); c is not among the index's documents: nothing
+    document = {"a": 1.0, "b": 8.0 / 9.0, "c": 0.0}
+    want = {
+        h.chunk_id: (h.score + 0.5 * 4.0 * evidence[f] / 5.0 + 1.0 * 4.0 * document[f]) / 2.5
+        for h in hits
+        for f in [h.payload["file"]]
+    }
+    assert {h.chunk_id: h.score for h in lifted} == pytest.approx(want)
+    assert [h.chunk_id for h in lifted] == sorted(want, key=lambda c: -want[c])
+    # no document with two hits in the pass (short documents): nothing changes, index or not
+    single = [_hit(1, 4.0, "a1", "a"), _hit(2, 3.0, "b1", "b")]
+    assert with_document_context(
+        single, weight=0.5, limit=2, documents=index, index_weight=1.0
+    ) == (single)
+    # no index (a collection built before it): the pass evidence alone
+    assert with_document_context(hits, weight=0.5, limit=4, documents={}, index_weight=1.0) == (
+        with_document_context(hits, weight=0.5, limit=4)
+    )
+
+
 def test_settings_and_bad_values():
-    context = DocumentContext.from_settings(Settings(document_weight=0.5, document_depth=300))
-    assert context == DocumentContext(weight=0.5, depth=300)
+    context = DocumentContext.from_settings(
+        Settings(document_weight=0.5, document_depth=300, document_index_weight=0.7)
+    )
+    assert context == DocumentContext(weight=0.5, depth=300, index_weight=0.7)
     assert context.pass_limit(100) == 300 and context.pass_limit(500) == 500
-    assert DocumentContext(weight=0.0).pass_limit(100) == 100  # off: no deeper pass
-    for bad in ({"weight": -0.1}, {"weight": True}, {"depth": 0}, {"depth": 2.5}):
+    off = DocumentContext(weight=0.0, index_weight=0.0)
+    assert not off.enabled and off.pass_limit(100) == 100  # off: no deeper pass
+    assert DocumentContext(weight=0.0).enabled  # the document index alone still needs one
+    for bad in (
+        {"weight": -0.1},
+        {"weight": True},
+        {"depth": 0},
+        {"depth": 2.5},
+        {"index_weight": 11.0},
+        {"index_weight": "0.4"},
+    ):
         with pytest.raises(InvalidInputError):
             DocumentContext(**bad)
 
@@ -78,8 +118,10 @@ def _ids(hits):
 
 
 def test_search_service_applies_document_context(laws_store):
-    plain = SearchService(laws_store, context=DocumentContext(weight=0.0))
-    lifted = SearchService(laws_store, context=DocumentContext(weight=2.0, depth=50))
+    plain = SearchService(laws_store, context=DocumentContext(weight=0.0, index_weight=0.0))
+    lifted = SearchService(
+        laws_store, context=DocumentContext(weight=2.0, depth=50, index_weight=0.0)
+    )
     query = "driver wages rest"
     before = plain.recall("c", query, mode="bm25")
     after = lifted.recall("c", query, mode="bm25")
@@ -100,7 +142,9 @@ def test_search_service_applies_document_context(laws_store):
 
 def test_the_default_service_uses_the_settings_default(laws_store):
     assert SearchService(laws_store).context == DocumentContext.from_settings(Settings())
-    off = SearchService.from_settings(Settings(document_weight=0), laws_store)
+    off = SearchService.from_settings(
+        Settings(document_weight=0, document_index_weight=0), laws_store
+    )
     assert not off.context.enabled
     assert _ids(off.recall("c", "driver wages rest", mode="bm25"))[0] == "T1"
 
