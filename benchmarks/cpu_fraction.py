@@ -10,16 +10,20 @@ other processes hits all of them alike; the median over rounds is the number to 
     python benchmarks/cpu_fraction.py                      # 16, 50, 200 pairs; fp32 and bf16
     python benchmarks/cpu_fraction.py --pairs 50 --rounds 5 --layers 4 --profile
 
-``--layers K`` keeps the first K decoder layers (every layer has the same shapes, so the
-fraction is the same; runs are 28/K times shorter). ``--profile`` adds a per-category time
-breakdown (matmul, attention, norms, RoPE, activation, gathers, conversions) of one request
-per dtype. The workload is the seed query + instruction against PRC law articles
-(Cybersecurity Law first). Results: printed table and ``--out FILE`` (JSON).
+``--variants`` A/B-tests the CPU fast path's parts in the same rounds: ``eager`` (no row
+padding, no compiled kernels: the path before #14's round 3), ``pad`` (rows padded to a
+multiple of 16 only), ``compile`` (compiled q/k norm + RoPE and RMSNorm only), ``default``
+(what finerank runs: both). ``--layers K`` keeps the first K decoder layers (every layer has
+the same shapes, so the fraction is the same; runs are 28/K times shorter). ``--profile``
+adds a per-category time breakdown (matmul, attention, norms, RoPE, activation, gathers,
+conversions) of one request per dtype. The workload is the seed query + instruction against
+PRC law articles (Cybersecurity Law first). Results: printed table and ``--out FILE`` (JSON).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -88,6 +92,23 @@ def workload(args) -> tuple[list[int], list[str], Path, list[str]]:
     return sizes, dtypes, model_dir, law_articles(args.data or default_data_dir(), max(sizes))
 
 
+#: --variants: (row multiple, compiled kernels) of the decoder; None keeps finerank's default
+VARIANTS = {
+    "default": (None, None),
+    "eager": (1, False),
+    "pad": (None, False),
+    "compile": (1, None),
+}
+
+
+def apply_variant(reranker: Reranker, variant: str, defaults: tuple[int, bool]) -> None:
+    """Set the decoder's row padding and compiled kernels to ``variant`` (see VARIANTS)."""
+    decoder = reranker.backend.decoder
+    rows, compiled = VARIANTS[variant]
+    decoder.row_multiple = defaults[0] if rows is None else rows
+    decoder.kernels.enabled = defaults[1] if compiled is None else compiled
+
+
 def request_flops(reranker: Reranker, docs: list[str]) -> float:
     engine = reranker.engine
     items = engine.prepare(SEED_QUERY, docs, instruction=SEED_INSTRUCTION).items
@@ -132,47 +153,64 @@ def main(argv: list[str] | None = None) -> int:
         help="process: CPU time of this process for ceiling and run alike (steadier on a "
         "machine shared with other jobs; threads waiting for a core do not count)",
     )
+    parser.add_argument(
+        "--variants",
+        default="default",
+        help=f"comma-separated, interleaved in every round: {', '.join(VARIANTS)}",
+    )
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     args = parser.parse_args(argv)
 
     sizes, dtypes, model_dir, docs = workload(args)
+    variants = [v.strip() for v in args.variants.split(",")]
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        parser.error(f"unknown variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
     load_before = os.getloadavg()
     rerankers = {}
+    defaults = {}
     for dtype in dtypes:
         rerankers[dtype] = Reranker.from_pretrained(model_dir, device="cpu", dtype=dtype)
+        decoder = rerankers[dtype].backend.decoder
+        defaults[dtype] = (decoder.row_multiple, decoder.kernels.enabled)
         if args.layers:
             keep_layers(rerankers[dtype], args.layers)
-        rerankers[dtype].rerank(SEED_QUERY, docs[:4], instruction=SEED_INSTRUCTION)  # warm-up
+        for variant in variants:  # warm-up (and compiling, where a variant compiles)
+            apply_variant(rerankers[dtype], variant, defaults[dtype])
+            rerankers[dtype].rerank(SEED_QUERY, docs[:4], instruction=SEED_INSTRUCTION)
     flops = {n: request_flops(rerankers[dtypes[0]], docs[:n]) for n in sizes}
     torch_dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
     clock = time.process_time if args.clock == "process" else time.perf_counter
-    samples: dict[tuple[str, int], list[dict]] = defaultdict(list)
+    samples: dict[tuple[str, str, int], list[dict]] = defaultdict(list)
     for round_number in range(args.rounds):
-        for n in sizes:
-            for dtype in dtypes:
-                before = matmul_ceiling(torch_dtypes[dtype], clock=clock)
-                started = clock()
-                rerankers[dtype].rerank(SEED_QUERY, docs[:n], instruction=SEED_INSTRUCTION)
-                seconds = clock() - started
-                after = matmul_ceiling(torch_dtypes[dtype], clock=clock)
-                achieved = flops[n] / seconds / 1e9
-                ceiling = (before + after) / 2
-                sample = {
-                    "round": round_number,
-                    "seconds": seconds,
-                    "pairs_per_s": n / seconds,
-                    "gflop_per_s": achieved,
-                    "ceiling_gflop_per_s": ceiling,
-                    "fraction": achieved / ceiling,
-                }
-                samples[(dtype, n)].append(sample)
-                print(
-                    f"round {round_number} {dtype:8s} {n:4d} pairs: {seconds:7.2f} s, "
-                    f"{achieved:6.1f} GFLOP/s, ceiling {ceiling:6.1f} "
-                    f"-> {achieved / ceiling:.3f}",
-                    flush=True,
-                )
+        for n, dtype, variant in itertools.product(sizes, dtypes, variants):
+            apply_variant(rerankers[dtype], variant, defaults[dtype])
+            before = matmul_ceiling(torch_dtypes[dtype], clock=clock)
+            started = clock()
+            rerankers[dtype].rerank(SEED_QUERY, docs[:n], instruction=SEED_INSTRUCTION)
+            seconds = clock() - started
+            after = matmul_ceiling(torch_dtypes[dtype], clock=clock)
+            achieved = flops[n] / seconds / 1e9
+            ceiling = (before + after) / 2
+            sample = {
+                "round": round_number,
+                "seconds": seconds,
+                "pairs_per_s": n / seconds,
+                "gflop_per_s": achieved,
+                "ceiling_gflop_per_s": ceiling,
+                "fraction": achieved / ceiling,
+                "load_average": os.getloadavg()[0],
+            }
+            samples[(variant, dtype, n)].append(sample)
+            print(
+                f"round {round_number} {variant:8s} {dtype:8s} {n:4d} pairs: {seconds:7.2f} s, "
+                f"{achieved:6.1f} GFLOP/s, ceiling {ceiling:6.1f} "
+                f"-> {achieved / ceiling:.3f} (load {sample['load_average']:.1f})",
+                flush=True,
+            )
+    for dtype in dtypes:  # back to what finerank runs, for the profile
+        apply_variant(rerankers[dtype], "default", defaults[dtype])
     breakdown = {}
     if args.profile:
         n = sizes[len(sizes) // 2]
@@ -180,10 +218,11 @@ def main(argv: list[str] | None = None) -> int:
             breakdown[dtype] = profile(rerankers[dtype], docs[:n])
 
     summary = []
-    for (dtype, n), rows in samples.items():
+    for (variant, dtype, n), rows in samples.items():
         fractions = [r["fraction"] for r in rows]
         summary.append(
             {
+                "variant": variant,
                 "dtype": dtype,
                 "pairs": n,
                 "gflop": round(flops[n] / 1e9, 1),
@@ -201,13 +240,14 @@ def main(argv: list[str] | None = None) -> int:
     threads = torch.get_num_threads()
     print(f"load average before {load_before}, after {load_after}; threads {threads}")
     print(
-        "| dtype | pairs | GFLOP | fraction of ceiling (median, min-max) | pairs/s "
+        "| variant | dtype | pairs | GFLOP | fraction of ceiling (median, min-max) | pairs/s "
         "| ceiling GFLOP/s |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for row in summary:
         print(
-            f"| {row['dtype']} | {row['pairs']} | {row['gflop']} | {row['median_fraction']} "
+            f"| {row['variant']} | {row['dtype']} | {row['pairs']} | {row['gflop']} | "
+            f"{row['median_fraction']} "
             f"({row['min_fraction']}-{row['max_fraction']}) | {row['median_pairs_per_s']} | "
             f"{row['median_ceiling']} |"
         )
@@ -226,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
                     "load_average_before": load_before,
                     "load_average_after": load_after,
                     "summary": summary,
-                    "samples": {f"{d}/{n}": rows for (d, n), rows in samples.items()},
+                    "samples": {f"{v}/{d}/{n}": rows for (v, d, n), rows in samples.items()},
                     "profile": breakdown,
                 },
                 indent=2,

@@ -18,12 +18,14 @@ from torch import nn
 
 from finerank.errors import InvalidInputError, ModelLoadError
 from finerank.models.attention import (
+    CPU_ROW_MULTIPLE,
     PackLayout,
     attend_buckets,
     attend_groups,
     build_layout,
 )
 from finerank.models.base import EncodedPair, Pack
+from finerank.models.fused import FusedKernels, compile_wanted
 from finerank.models.linear import OneDnnProjections, build_projections
 from finerank.models.loading import reading_model_files
 from finerank.models.template import (
@@ -222,6 +224,11 @@ class PackedDecoder:
         self.attention = attention
         self._varlen = _load_varlen_attn() if attention not in ("sdpa", "buckets") else None
         self._varlen_checked = attention == "varlen"
+        #: CPU packs are padded to a multiple of this many rows (1: no padding)
+        self.row_multiple = CPU_ROW_MULTIPLE
+        device = model.embed_tokens.weight.device
+        #: compiled elementwise chains (q/k norm + RoPE, RMSNorm), eager when unavailable
+        self.kernels = FusedKernels(enabled=compile_wanted(config.hidden_size, device))
 
     def reset(self) -> None:
         """Rebuild the fused projections on the next forward (call after quantizing layers);
@@ -251,6 +258,7 @@ class PackedDecoder:
             buckets=self._use_buckets(weight.device),
             num_heads=self.num_heads,
             num_kv_heads=self.num_kv_heads,
+            pad_to=self.row_multiple if weight.device.type == "cpu" else 1,
         )
         if self._use_varlen(weight.device, weight.dtype):
             if not self._varlen_checked:
@@ -296,15 +304,29 @@ class PackedDecoder:
         tokens = hidden.shape[0]
         q_size = self.num_heads * self.head_dim
         heads, kv_heads = self.num_heads, self.num_kv_heads
-        # q|k|v side by side, [T, heads + 2 kv_heads, d]; q and k normed and rotated in place
-        qkv = projections.qkv(_rms_norm(layer.input_layernorm, hidden))
+        # q|k|v side by side, [T, heads + 2 kv_heads, d]; q and k normed and rotated
+        qkv = projections.qkv(self._norm(layer.input_layernorm, hidden))
         qkv = qkv.view(tokens, -1, self.head_dim)
-        q, k = qkv[:, :heads], qkv[:, heads : heads + kv_heads]
-        _rope(attn.q_norm(q), cos, sin, out=q)
-        _rope(attn.k_norm(k), cos, sin, out=k)
+        if self.kernels.active("qk_norm_rope"):
+            q_norm, k_norm = attn.q_norm, attn.k_norm
+            eps = q_norm.variance_epsilon
+            qkv = self.kernels.qk_norm_rope(
+                qkv, q_norm.weight, k_norm.weight, cos, sin, eps, heads, kv_heads
+            )
+        else:  # in place
+            q, k = qkv[:, :heads], qkv[:, heads : heads + kv_heads]
+            _rope(attn.q_norm(q), cos, sin, out=q)
+            _rope(attn.k_norm(k), cos, sin, out=k)
         out = attend(qkv, layout).reshape(tokens, q_size)
+        if layout.pad_rows:
+            out[tokens - layout.pad_rows :] = 0  # never written by attention
         hidden = projections.out(out, hidden)  # hidden + o_proj(out)
-        return projections.mlp(_rms_norm(layer.post_attention_layernorm, hidden), hidden)
+        return projections.mlp(self._norm(layer.post_attention_layernorm, hidden), hidden)
+
+    def _norm(self, norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.kernels.active("rms_norm"):
+            return self.kernels.rms_norm(x, norm.weight, norm.variance_epsilon)
+        return _rms_norm(norm, x)
 
     def _layer_modules(self, layer, hidden, cos, sin, layout, attend):
         attn = layer.self_attn
@@ -314,8 +336,10 @@ class PackedDecoder:
         k = attn.k_norm(attn.k_proj(normed).view(tokens, self.num_kv_heads, self.head_dim))
         v = attn.v_proj(normed).view(tokens, self.num_kv_heads, self.head_dim)
         qkv = torch.cat([_rope(q, cos, sin), _rope(k, cos, sin), v], dim=1)
-        out = attend(qkv, layout)
-        hidden = hidden + attn.o_proj(out.reshape(tokens, self.num_heads * self.head_dim))
+        out = attend(qkv, layout).reshape(tokens, self.num_heads * self.head_dim)
+        if layout.pad_rows:
+            out[tokens - layout.pad_rows :] = 0  # never written by attention
+        hidden = hidden + attn.o_proj(out)
         return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
 
     def _split(self, qkv: torch.Tensor):

@@ -166,3 +166,22 @@ def test_buckets_in_bf16_agree_with_fp32(qwen3_reranker_dir, mixed_docs, dtype):
     flash = _hidden(low, pack, "sdpa").float()
     # within bf16 rounding of each other: no worse than the flash kernel's own bf16 result
     assert (fast - flash).abs().max() < 0.1 * flash.abs().max()
+
+
+def test_row_padding_changes_nothing(qwen3_reranker, mixed_docs):
+    """CPU packs are padded to a multiple of CPU_ROW_MULTIPLE rows no segment covers; every
+    attention path (buckets, SDPA groups, a lone sequence) gives the unpadded answer."""
+    pack = Pack([PackGroup(list(range(10)), [(0, list(range(21))), (1, [7, 8])])])
+    layout = build_layout(pack, torch.device("cpu"), pad_to=16)
+    assert layout.num_tokens == 48 and layout.pad_rows == 15
+    assert max(s.start + s.rows for s in layout.segments) == 33  # the pads are in no segment
+    model = qwen3_reranker.backend.decoder_model
+    lone = Pack([PackGroup([], [(0, list(range(3, 40)))])])
+    for attention_path in ("auto", "sdpa"):
+        padded = PackedDecoder(model, attention=attention_path)
+        plain = PackedDecoder(model, attention=attention_path)
+        plain.row_multiple = 1
+        for p in [*_packs(qwen3_reranker, mixed_docs), pack, lone]:
+            torch.testing.assert_close(
+                padded.last_hidden(p), plain.last_hidden(p), atol=1e-5, rtol=1e-5
+            )

@@ -1,0 +1,143 @@
+"""The elementwise chains of a Qwen3 layer as single kernels: ``torch.compile`` (inductor's CPU
+backend) over the module's own formulas, with an eager fallback.
+
+Eager PyTorch runs a Qwen3 RMSNorm as five passes over memory (convert to fp32, square, mean,
+scale, weight and convert back) and RoPE as four; on the CPU path they took a third of a bf16
+layer at 1,000-token packs. Compiled, each chain is one loop that reads its input once:
+
+* :func:`qk_norm_rope`: the per-head q and k RMSNorms and the rotary embedding of a packed
+  ``[tokens, heads + 2 * kv_heads, head_dim]`` q|k|v, v passed through;
+* :func:`rms_norm`: the hidden-state RMSNorm.
+
+Shapes are dynamic (``dynamic=True``): packs of any length share one compiled kernel per
+dtype and model shape. :class:`FusedKernels` compiles on first use, checks the compiled result
+against the eager one on that first input and keeps eager for good when compiling fails (no C++
+compiler, an unsupported build) or the two disagree. In fp32 the compiled reductions may sum in
+another order than eager (differences ~1e-7 relative, far inside the parity tolerance).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+#: ``FINERANK_COMPILE``: ``auto`` (compile on CPU for models with a hidden size of at least
+#: :data:`COMPILE_MIN_HIDDEN`), ``1`` (always, also on tiny models) or ``0`` (never)
+COMPILE_ENV = "FINERANK_COMPILE"
+#: below this hidden size compiling (tens of seconds on 2 cores) costs more than it saves
+COMPILE_MIN_HIDDEN = 512
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """A Qwen3 RMSNorm, the module's arithmetic: statistics and scaling in fp32, rounded to
+    ``x``'s dtype before the weight."""
+    xf = x.to(torch.float32)
+    scaled = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * scaled.to(x.dtype)
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+def qk_norm_rope(
+    qkv: torch.Tensor,
+    q_weight: torch.Tensor,
+    k_weight: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    eps: float,
+    heads: int,
+    kv_heads: int,
+) -> torch.Tensor:
+    """A new q|k|v with q and k RMS-normed per head and rotated (``cos``/``sin``:
+    ``[tokens, 1, head_dim]``); v unchanged."""
+    q = _rotate(rms_norm(qkv[:, :heads], q_weight, eps), cos, sin)
+    k = _rotate(rms_norm(qkv[:, heads : heads + kv_heads], k_weight, eps), cos, sin)
+    return torch.cat([q, k, qkv[:, heads + kv_heads :]], dim=1)
+
+
+def compile_wanted(hidden_size: int, device: torch.device) -> bool:
+    """Whether :class:`FusedKernels` should compile for a model of ``hidden_size`` on
+    ``device`` (``FINERANK_COMPILE``: ``auto``, ``1``, ``0``; CPU only)."""
+    setting = os.environ.get(COMPILE_ENV, "auto").strip().lower()
+    if device.type != "cpu" or setting in ("0", "false", "no", "off"):
+        return False
+    if setting in ("1", "true", "yes", "on"):
+        return True
+    return hidden_size >= COMPILE_MIN_HIDDEN
+
+
+class FusedKernels:
+    """:func:`qk_norm_rope` and :func:`rms_norm`, compiled when ``enabled`` and that works
+    here, eager otherwise (per function, decided on its first call).
+
+    Example:
+        >>> kernels = FusedKernels(enabled=False)
+        >>> x = torch.ones(2, 4)
+        >>> kernels.rms_norm(x, torch.ones(4), 1e-6).tolist()
+        [[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]]
+    """
+
+    #: max |compiled - eager| accepted by the first-use check, per dtype
+    TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 6e-2, torch.float16: 1e-2}
+
+    def __init__(self, *, enabled: bool):
+        self.enabled = enabled
+        # name -> compiled callable, or None once it fell back to eager
+        self._compiled: dict[str, object] = {}
+
+    @property
+    def compiled(self) -> dict[str, bool]:
+        """Which functions run compiled (after their first call)."""
+        return {name: fn is not None for name, fn in self._compiled.items()}
+
+    def active(self, name: str) -> bool:
+        """Whether ``name`` runs (or will try to run) compiled: callers keep their own eager
+        code otherwise."""
+        return self.enabled and self._compiled.get(name, True) is not None
+
+    def qk_norm_rope(self, *args) -> torch.Tensor:
+        return self._call("qk_norm_rope", qk_norm_rope, args)
+
+    def rms_norm(self, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        return self._call("rms_norm", rms_norm, (x, weight, eps))
+
+    def _call(self, name: str, eager, args) -> torch.Tensor:
+        if not self.enabled:
+            return eager(*args)
+        if name not in self._compiled:
+            return self._first_call(name, eager, args)
+        compiled = self._compiled[name]
+        if compiled is None:
+            return eager(*args)
+        try:
+            return compiled(*args)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as error:  # e.g. a recompile for a new shape failed: eager from now
+            logger.warning("compiled %s failed, running eager from now on: %s", name, error)
+            self._compiled[name] = None
+            return eager(*args)
+
+    def _first_call(self, name: str, eager, args) -> torch.Tensor:
+        expected = eager(*args)
+        try:
+            compiled = torch.compile(eager, dynamic=True)
+            got = compiled(*args)
+            tolerance = self.TOLERANCE.get(expected.dtype, 1e-4)
+            difference = (got.float() - expected.float()).abs().max().item()
+            if got.shape != expected.shape or not difference <= tolerance:
+                raise RuntimeError(f"compiled {name} differs from eager by {difference}")
+        except Exception as error:  # no compiler, unsupported build, wrong result: eager
+            logger.warning("torch.compile of %s unavailable, running eager: %s", name, error)
+            self._compiled[name] = None
+            return expected
+        self._compiled[name] = compiled
+        return expected
