@@ -11,13 +11,14 @@ other processes hits all of them alike; the median over rounds is the number to 
     python benchmarks/cpu_fraction.py --pairs 50 --rounds 5 --layers 4 --profile
 
 ``--variants`` A/B-tests the CPU fast path's parts in the same rounds: ``eager`` (no row
-padding, no compiled kernels: the path before #14's round 3), ``pad`` (rows padded to a
-multiple of 16 only), ``compile`` (compiled q/k norm + RoPE and RMSNorm only), ``default``
-(what finerank runs: both). ``--layers K`` keeps the first K decoder layers (every layer has
-the same shapes, so the fraction is the same; runs are 28/K times shorter). ``--profile``
-adds a per-category time breakdown (matmul, attention, norms, RoPE, activation, gathers,
-conversions) of one request per dtype. The workload is the seed query + instruction against
-PRC law articles (Cybersecurity Law first). Results: printed table and ``--out FILE`` (JSON).
+padding, no compiled kernels: the path before them), ``pad`` (rows padded to a multiple of 16
+only), ``compile`` (compiled q/k norm + RoPE and RMSNorm only), ``pad+compile``, ``default``
+(what finerank runs: both). ``--layers K`` keeps the first K
+decoder layers (every layer has the same shapes, so the fraction is the same; runs are 28/K
+times shorter). ``--profile`` adds a per-category time breakdown (matmul, attention, norms,
+RoPE, activation, gathers, conversions) of one request per dtype. The workload is the seed
+query + instruction against PRC law articles (Cybersecurity Law first). Results: printed
+table and ``--out FILE`` (JSON).
 """
 
 from __future__ import annotations
@@ -43,10 +44,19 @@ from finerank.bench.runner import (
     default_data_dir,
     ensure_model,
 )
+from finerank.models.attention import CPU_ROW_MULTIPLE
 
 # profiler op names -> where the time goes
 CATEGORIES = {
-    "matmul": ("aten::mm", "aten::addmm", "aten::bmm", "aten::linear", "aten::matmul"),
+    "matmul": (
+        "aten::mm",
+        "aten::addmm",
+        "aten::bmm",
+        "aten::linear",
+        "aten::matmul",
+        "mkldnn::_linear_pointwise",
+    ),
+    "compiled elementwise (q/k norm + RoPE, RMSNorm)": ("cpp_fused", "Compiled", "inductor"),
     "attention": ("flash_attention", "scaled_dot_product", "_efficient_attention", "softmax"),
     "gather/scatter": ("index_select", "index_copy", "index_put", "gather", "scatter"),
     "norm (RMSNorm)": ("pow", "rsqrt", "mean", "sum", "rms_norm", "div"),
@@ -96,8 +106,9 @@ def workload(args) -> tuple[list[int], list[str], Path, list[str]]:
 VARIANTS = {
     "default": (None, None),
     "eager": (1, False),
-    "pad": (None, False),
-    "compile": (1, None),
+    "pad": (CPU_ROW_MULTIPLE, False),
+    "compile": (1, True),
+    "pad+compile": (CPU_ROW_MULTIPLE, True),
 }
 
 

@@ -13,7 +13,8 @@ Shapes are dynamic (``dynamic=True``): packs of any length share one compiled ke
 dtype and model shape. :class:`FusedKernels` compiles on first use, checks the compiled result
 against the eager one on that first input and keeps eager for good when compiling fails (no C++
 compiler, an unsupported build) or the two disagree. In fp32 the compiled reductions may sum in
-another order than eager (differences ~1e-7 relative, far inside the parity tolerance).
+another order than eager (~1e-7 relative; 0.6B scores moved by up to 6.4e-7 on 16 seed pairs,
+inside the parity tolerance of 1e-5; ``FINERANK_COMPILE=0`` keeps eager's arithmetic).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ import torch
 logger = logging.getLogger(__name__)
 
 #: ``FINERANK_COMPILE``: ``auto`` (compile on CPU for models with a hidden size of at least
-#: :data:`COMPILE_MIN_HIDDEN`), ``1`` (always, also on tiny models) or ``0`` (never)
+#: :data:`COMPILE_MIN_HIDDEN`), ``1`` (always, tiny models too) or ``0`` (never: the modules'
+#: eager arithmetic, which is the reference's own in fp32)
 COMPILE_ENV = "FINERANK_COMPILE"
 #: below this hidden size compiling (tens of seconds on 2 cores) costs more than it saves
 COMPILE_MIN_HIDDEN = 512
@@ -80,9 +82,9 @@ class FusedKernels:
 
     Example:
         >>> kernels = FusedKernels(enabled=False)
-        >>> x = torch.ones(2, 4)
-        >>> kernels.rms_norm(x, torch.ones(4), 1e-6).tolist()
-        [[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]]
+        >>> x = torch.tensor([[3.0, 4.0]])
+        >>> kernels.rms_norm(x, torch.ones(2), 0.0).tolist()  # x / sqrt(mean(x^2))
+        [[0.8485281467437744, 1.1313709020614624]]
     """
 
     #: max |compiled - eager| accepted by the first-use check, per dtype
