@@ -247,7 +247,12 @@ class BatchedService(Generic[ModelT]):
 
     def start(self, model: ModelT | None = None) -> None:
         """Start the batching worker on ``model`` (or the one given at construction).
-        Idempotent."""
+        Idempotent.
+
+        When the model's next forward would compile kernels (bf16 on CPU, see
+        :mod:`finerank.models.fused`), one short warm-up forward runs first (its
+        ``warm_up()``), so the service is ready only once compiling is done and no request
+        pays for it."""
         from finerank.engine.scheduler import BatchScheduler
 
         with self._lock:
@@ -257,8 +262,12 @@ class BatchedService(Generic[ModelT]):
             if self.model is None:
                 raise ServiceUnavailableError(self.missing_model_message)
             s = self.settings
+            batch_model = self._batch_model(self.model)
+            warm_up = getattr(batch_model, "warm_up", None)
+            if warm_up is not None:
+                warm_up()
             scheduler = BatchScheduler(
-                self._batch_model(self.model),
+                batch_model,
                 max_batch_tokens=s.max_batch_tokens,
                 batch_wait_ms=s.batch_wait_ms,
                 max_queue_pairs=s.max_queue_pairs,

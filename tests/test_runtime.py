@@ -4,6 +4,7 @@ and every front end (CLI, HTTP, page, Ray, eval) builds through it."""
 from __future__ import annotations
 
 import ast
+import asyncio
 import json
 
 import pytest
@@ -200,3 +201,56 @@ def test_finerank_env_reaches_rerank_and_eval(tmp_path, monkeypatch, qwen3_reran
     result = runner.invoke(cli_app, ["eval", "--dataset", str(dataset), "--json", "--no-rerank"])
     report = json.loads(result.stdout)
     assert report["runs"] and not any("reranked" in run for run in report["runs"])
+
+
+@pytest.fixture
+def recorded_compiles(monkeypatch):
+    """``torch.compile`` replaced by the eager function, each call recorded with what the
+    caller's probe returns then (what the real compiler does is tested in
+    tests/models/test_fused.py; here: when it runs)."""
+    import torch
+
+    calls: list[object] = []
+    probe = {"now": lambda: None}
+
+    def compile_(fn, **kwargs):
+        calls.append(probe["now"]())
+        return fn
+
+    monkeypatch.setattr(torch, "compile", compile_)
+    return calls, probe
+
+
+def _kernels(runtime: Runtime):
+    return [runtime.reranker().backend.decoder.kernels, runtime.embedder().decoder.kernels]
+
+
+def test_kernels_that_compile_are_warmed_up_before_the_runtime_is_ready(
+    tmp_path, monkeypatch, recorded_compiles, qwen3_reranker_dir, qwen3_embedding_dir
+):
+    calls, probe = recorded_compiles
+    monkeypatch.setenv("FINERANK_COMPILE", "1")  # the tiny models compile too
+    runtime = Runtime(_settings(tmp_path, qwen3_reranker_dir, qwen3_embedding_dir))
+    probe["now"] = lambda: (runtime.ready, runtime.not_ready_message())
+    with runtime:
+        runtime.start()
+        # both functions of both models compiled at start, while /health said starting
+        assert calls == [(False, "starting the services")] * 4
+        assert runtime.ready
+        for kernels in _kernels(runtime):
+            assert kernels.compiled == {"qk_norm_rope": True, "rms_norm": True}
+            assert not kernels.pending
+        asyncio.run(runtime.rerank.rerank("q", ["a document", "another one"]))
+        assert len(calls) == 4  # the first request compiled nothing
+
+
+def test_no_warm_up_when_nothing_compiles(
+    tmp_path, monkeypatch, recorded_compiles, qwen3_reranker_dir, qwen3_embedding_dir
+):
+    calls, _ = recorded_compiles
+    monkeypatch.delenv("FINERANK_COMPILE", raising=False)  # auto: fp32 and tiny stay eager
+    with Runtime(_settings(tmp_path, qwen3_reranker_dir, qwen3_embedding_dir)) as runtime:
+        runtime.start()
+        assert runtime.ready and not calls
+        for kernels in _kernels(runtime):
+            assert not kernels.pending and kernels.compiled == {}  # no forward ran at start

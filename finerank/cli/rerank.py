@@ -52,6 +52,7 @@ def rerank_command(
         documents.extend(read_documents(docs_file))
     if not documents:
         raise InvalidInputError("no documents: pass --doc TEXT (repeatable) or --docs-file FILE")
+    from finerank.models.fused import skip_for_one_shot
     from finerank.runtime import Runtime
 
     settings = cli_settings(
@@ -66,6 +67,9 @@ def rerank_command(
     if not settings.model:
         raise InvalidInputError("no model: pass --model PATH_OR_ID (or set FINERANK_MODEL)")
     reranker = Runtime(settings).reranker()
+    decoder = getattr(reranker.backend, "decoder", None)
+    if decoder is not None:  # one request: compiling would cost more than it saves
+        skip_for_one_shot(decoder.kernels)
     results = reranker.rerank(
         query,
         documents,

@@ -8,7 +8,9 @@ merges work from many requests by calling :meth:`ScoringEngine.prepare` per requ
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
+import time
 from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,6 +21,12 @@ import torch
 from finerank.engine.packing import plan_packs
 from finerank.errors import InvalidInputError
 from finerank.models.base import Backend, EncodedPair, Pack
+
+logger = logging.getLogger(__name__)
+
+#: what :meth:`ScoringEngine.warm_up` scores: two pairs of a few tokens
+WARM_UP_QUERY = "warm-up query"
+WARM_UP_DOCUMENTS = ("a short document", "another short document")
 
 LongDocumentMode = Literal["truncate", "chunk"]
 
@@ -287,6 +295,28 @@ class ScoringEngine:
         return bound
 
     # ---- execution -----------------------------------------------------------------------
+    def warm_up(self) -> float | None:
+        """Score two pairs of a few tokens when the backend's next forward would compile
+        kernels (its ``warm_up_due``; compiled CPU kernels, see :mod:`finerank.models.fused`),
+        so that a server pays for compiling, and the compiled kernels' first-use check, at
+        start instead of on a user's first request.
+
+        Returns:
+            The seconds it took, or None when nothing was due (no forward run).
+
+        Example:
+            >>> engine.warm_up()  # doctest: +SKIP
+            21.4
+        """
+        if not getattr(self.backend, "warm_up_due", False):
+            return None
+        started = time.perf_counter()
+        prepared = self.prepare(WARM_UP_QUERY, list(WARM_UP_DOCUMENTS))
+        self.run(prepared.items)
+        seconds = time.perf_counter() - started
+        logger.info("warm-up forward (compiling kernels) took %.1f s", seconds)
+        return seconds
+
     def plan(self, items: Sequence[EncodedPair]) -> list[Pack]:
         return plan_packs(items, self.max_batch_tokens, share_prefix=self.share_prefix)
 

@@ -12,9 +12,17 @@ layer at 1,000-token packs. Compiled, each chain is one loop that reads its inpu
 Shapes are dynamic (``dynamic=True``): packs of any length share one compiled kernel per
 dtype and model shape. :class:`FusedKernels` compiles on first use, checks the compiled result
 against the eager one on that first input and keeps eager for good when compiling fails (no C++
-compiler, an unsupported build) or the two disagree. In fp32 the compiled reductions may sum in
-another order than eager (~1e-7 relative; 0.6B scores moved by up to 6.4e-7 on 16 seed pairs,
-inside the parity tolerance of 1e-5; ``FINERANK_COMPILE=0`` keeps eager's arithmetic).
+compiler, an unsupported build) or the two disagree.
+
+What ``FINERANK_COMPILE=auto`` compiles (:func:`compile_wanted`): bf16/fp16 models on CPU with
+a hidden size of at least :data:`COMPILE_MIN_HIDDEN`. fp32 runs eager, so fp32 scores stay the
+reference's own arithmetic: compiled reductions sum in another order (0.6B scores moved by up to
+6.4e-7 on 16 seed pairs) for a gain within noise in fp32. ``FINERANK_COMPILE=1`` compiles fp32
+(and tiny models) too.
+
+Compiling costs tens of seconds on the first call (see docs/engine.md): servers pay it at start
+(:meth:`FusedKernels.pending` says a warm-up forward is due, see
+:meth:`finerank.engine.engine.ScoringEngine.warm_up`), not on a user's first request.
 """
 
 from __future__ import annotations
@@ -26,9 +34,9 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-#: ``FINERANK_COMPILE``: ``auto`` (compile on CPU for models with a hidden size of at least
-#: :data:`COMPILE_MIN_HIDDEN`), ``1`` (always, tiny models too) or ``0`` (never: the modules'
-#: eager arithmetic, which is the reference's own in fp32)
+#: ``FINERANK_COMPILE``: ``auto`` (compile on CPU for bf16/fp16 models with a hidden size of at
+#: least :data:`COMPILE_MIN_HIDDEN`; fp32 stays eager, the reference's own arithmetic), ``1``
+#: (always on CPU: fp32 and tiny models too) or ``0`` (never)
 COMPILE_ENV = "FINERANK_COMPILE"
 #: below this hidden size compiling (tens of seconds on 2 cores) costs more than it saves
 COMPILE_MIN_HIDDEN = 512
@@ -65,15 +73,37 @@ def qk_norm_rope(
     return torch.cat([q, k, qkv[:, heads + kv_heads :]], dim=1)
 
 
-def compile_wanted(hidden_size: int, device: torch.device) -> bool:
-    """Whether :class:`FusedKernels` should compile for a model of ``hidden_size`` on
-    ``device`` (``FINERANK_COMPILE``: ``auto``, ``1``, ``0``; CPU only)."""
-    setting = os.environ.get(COMPILE_ENV, "auto").strip().lower()
-    if device.type != "cpu" or setting in ("0", "false", "no", "off"):
+def _setting() -> str:
+    value = os.environ.get(COMPILE_ENV, "auto").strip().lower()
+    if value in ("0", "false", "no", "off"):
+        return "0"
+    return "1" if value in ("1", "true", "yes", "on") else "auto"
+
+
+def skip_for_one_shot(kernels: FusedKernels) -> None:
+    """Keep ``kernels`` eager in a one-shot process (``finerank rerank``) unless
+    ``FINERANK_COMPILE=1``: there compiling costs more than it saves (bf16 0.6B, 100 documents:
+    18 s to compile with a cold Inductor cache, 4 s warm, against 3.7 s saved; docs/engine.md).
+    """
+    if _setting() != "1":
+        kernels.enabled = False
+
+
+def compile_wanted(hidden_size: int, device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether :class:`FusedKernels` should compile for a model of ``hidden_size`` in ``dtype``
+    on ``device`` (``FINERANK_COMPILE``: ``auto``, ``1``, ``0``; CPU only).
+
+    Example (``FINERANK_COMPILE`` unset: ``auto``):
+        >>> cpu = torch.device("cpu")
+        >>> compile_wanted(1024, cpu, torch.bfloat16), compile_wanted(1024, cpu, torch.float32)
+        (True, False)
+    """
+    setting = _setting()
+    if device.type != "cpu" or setting == "0":
         return False
-    if setting in ("1", "true", "yes", "on"):
+    if setting == "1":
         return True
-    return hidden_size >= COMPILE_MIN_HIDDEN
+    return dtype in (torch.bfloat16, torch.float16) and hidden_size >= COMPILE_MIN_HIDDEN
 
 
 class FusedKernels:
@@ -87,6 +117,8 @@ class FusedKernels:
         [[0.8485281467437744, 1.1313709020614624]]
     """
 
+    #: the functions compiled (each on its first call)
+    NAMES = ("qk_norm_rope", "rms_norm")
     #: max |compiled - eager| accepted by the first-use check, per dtype
     TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 6e-2, torch.float16: 1e-2}
 
@@ -99,6 +131,12 @@ class FusedKernels:
     def compiled(self) -> dict[str, bool]:
         """Which functions run compiled (after their first call)."""
         return {name: fn is not None for name, fn in self._compiled.items()}
+
+    @property
+    def pending(self) -> bool:
+        """Whether the next forward compiles (enabled, and a function not yet called): a
+        server runs a warm-up forward at start then."""
+        return self.enabled and len(self._compiled) < len(self.NAMES)
 
     def active(self, name: str) -> bool:
         """Whether ``name`` runs (or will try to run) compiled: callers keep their own eager

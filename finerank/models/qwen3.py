@@ -226,9 +226,11 @@ class PackedDecoder:
         self._varlen_checked = attention == "varlen"
         #: CPU packs are padded to a multiple of this many rows (1: no padding)
         self.row_multiple = CPU_ROW_MULTIPLE
-        device = model.embed_tokens.weight.device
+        weight = model.embed_tokens.weight
         #: compiled elementwise chains (q/k norm + RoPE, RMSNorm), eager when unavailable
-        self.kernels = FusedKernels(enabled=compile_wanted(config.hidden_size, device))
+        self.kernels = FusedKernels(
+            enabled=compile_wanted(config.hidden_size, weight.device, weight.dtype)
+        )
 
     def reset(self) -> None:
         """Rebuild the fused projections on the next forward (call after quantizing layers);
@@ -449,6 +451,11 @@ class Qwen3RerankerBackend:
         return encode_qwen3_pairs(
             self.tokenizer, self.template, query, documents, instruction, max_doc_tokens
         )
+
+    @property
+    def warm_up_due(self) -> bool:
+        """Whether the next forward compiles kernels (see :meth:`ScoringEngine.warm_up`)."""
+        return self.decoder.kernels.pending
 
     def forward(self, pack: Pack) -> torch.Tensor:
         """Margins ``logit(yes) - logit(no)`` in fp32; score = sigmoid(margin)."""

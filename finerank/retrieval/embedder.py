@@ -27,8 +27,10 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +40,8 @@ from typing import Literal
 import numpy as np
 
 from finerank.errors import InvalidInputError, ModelLoadError, ServiceUnavailableError
+
+logger = logging.getLogger(__name__)
 
 QWEN3_EOS_TOKEN = "<|endoftext|>"
 QWEN3_EOS_ID = 151643
@@ -204,6 +208,11 @@ class Embedder(ABC):
     def run(self, items: Sequence[EmbeddingInput]) -> np.ndarray:
         """Embed prepared inputs in one call: ``[len(items), max_dimension]`` float32 rows,
         not yet normalised (see :meth:`finish`). Not safe to call from two threads at once."""
+
+    def warm_up(self) -> float | None:
+        """Run a short forward when the next one would compile kernels, so that a server pays
+        for it at start; the seconds it took, or None when nothing was due (the default)."""
+        return None
 
     def finish(self, rows: Sequence[np.ndarray], dimensions: int | None = None) -> np.ndarray:
         """Rows of :meth:`run` as unit vectors of ``dimensions`` (Matryoshka: cut first)."""
@@ -381,6 +390,17 @@ class Qwen3Embedder(Embedder):
             EmbeddingInput(tuple(ids[:budget]) + (self.eos_id,), share_key)
             for _, ids in cut_texts(self.tokenizer, texts, budget)
         ]
+
+    def warm_up(self) -> float | None:
+        """Embed two short texts when the next forward would compile kernels (see
+        :meth:`finerank.engine.engine.ScoringEngine.warm_up`); the seconds it took, or None."""
+        if not self.decoder.kernels.pending:
+            return None
+        started = time.perf_counter()
+        self.run(self.prepare(["a short document", "another short document"]))
+        seconds = time.perf_counter() - started
+        logger.info("warm-up forward (compiling kernels) took %.1f s", seconds)
+        return seconds
 
     def run(self, items: Sequence[EmbeddingInput]) -> np.ndarray:
         from finerank.engine.packing import plan_packs

@@ -53,14 +53,30 @@ def test_qk_norm_rope_is_the_module_path(dtype):
 
 
 def test_compile_setting(monkeypatch):
-    cpu = torch.device("cpu")
+    cpu, bf16, fp16, fp32 = torch.device("cpu"), torch.bfloat16, torch.float16, torch.float32
     monkeypatch.delenv(fused.COMPILE_ENV, raising=False)
-    assert compile_wanted(1024, cpu) and not compile_wanted(64, cpu)  # auto: big models
-    assert not compile_wanted(1024, torch.device("cuda"))  # CPU only
+    # auto: big bf16/fp16 models; fp32 stays eager (exact), tiny models are not worth it
+    assert compile_wanted(1024, cpu, bf16) and compile_wanted(1024, cpu, fp16)
+    assert not compile_wanted(1024, cpu, fp32) and not compile_wanted(64, cpu, bf16)
+    assert not compile_wanted(1024, torch.device("cuda"), bf16)  # CPU only
     monkeypatch.setenv(fused.COMPILE_ENV, "0")
-    assert not compile_wanted(1024, cpu)
-    monkeypatch.setenv(fused.COMPILE_ENV, "1")
-    assert compile_wanted(64, cpu)
+    assert not compile_wanted(1024, cpu, bf16)
+    monkeypatch.setenv(fused.COMPILE_ENV, "1")  # fp32 and tiny models too
+    assert compile_wanted(64, cpu, fp32) and compile_wanted(1024, cpu, fp32)
+    assert not compile_wanted(1024, torch.device("cuda"), bf16)
+
+
+def test_pending_until_every_function_ran(monkeypatch):
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
+    assert not FusedKernels(enabled=False).pending  # nothing to compile
+    kernels = FusedKernels(enabled=True)
+    assert kernels.pending
+    kernels.rms_norm(*_args())
+    assert kernels.pending  # qk_norm_rope still compiles on its first call
+    qkv = torch.randn(4, HEADS + 2 * KV_HEADS, DIM)
+    cos, sin = torch.randn(4, 1, DIM), torch.randn(4, 1, DIM)
+    kernels.qk_norm_rope(qkv, torch.ones(DIM), torch.ones(DIM), cos, sin, 1e-6, HEADS, KV_HEADS)
+    assert not kernels.pending and kernels.compiled == {"rms_norm": True, "qk_norm_rope": True}
 
 
 def _args():
@@ -129,3 +145,14 @@ def test_compiled_decoder_scores_like_eager(qwen3_reranker, monkeypatch):
     torch.testing.assert_close(
         compiled.last_hidden(other), eager.last_hidden(other), atol=1e-5, rtol=1e-5
     )
+
+
+def test_one_shot_processes_stay_eager_unless_asked(monkeypatch):
+    monkeypatch.delenv(fused.COMPILE_ENV, raising=False)
+    kernels = FusedKernels(enabled=True)
+    fused.skip_for_one_shot(kernels)
+    assert not kernels.enabled and not kernels.pending  # auto: `finerank rerank` runs eager
+    monkeypatch.setenv(fused.COMPILE_ENV, "1")
+    kernels = FusedKernels(enabled=True)
+    fused.skip_for_one_shot(kernels)
+    assert kernels.enabled
