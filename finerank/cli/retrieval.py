@@ -304,13 +304,24 @@ def collections_migrate(
     data_dir: DataDir = None,
 ) -> None:
     """Convert collections written by an older finerank (qdrant-client local mode) to Qdrant
-    Edge, copying vectors and payload as they are."""
+    Edge, copying vectors and payload as they are. A collection named that is already on
+    Qdrant Edge gets its document index checked against every stored chunk and rebuilt where
+    it differs (chunks written straight to Qdrant, around finerank's ingest)."""
+    from finerank.retrieval.documents import sync_document_index
     from finerank.retrieval.store.migrate import migrate_collection
 
     with _runtime(data_dir=data_dir) as runtime:
         store = runtime.store()
-        todo = names or store.legacy_collections()
+        legacy = store.legacy_collections()
+        todo = names or legacy
         if not todo:
             typer.echo(f"no old-format collections in {store.location}")
         for name in todo:
+            if name not in legacy and store.exists(name):
+                changed = sync_document_index(store, name)
+                typer.echo(
+                    f"{name}: already on Qdrant Edge; document index checked against every "
+                    f"chunk, {changed} documents rebuilt or deleted"
+                )
+                continue
             typer.echo(migrate_collection(store, name, keep_old=keep_old).summary())

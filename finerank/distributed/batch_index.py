@@ -5,7 +5,8 @@ loaders, chunkers, content-hash chunk ids, payloads, BM25 vectors, collection sp
 replace-by-file rule; only the work is spread out.
 
 1. Ray tasks load and chunk groups of files in parallel (records stay in Ray's object store;
-   the driver only receives chunk ids, files and BM25 term counts).
+   the driver only receives chunk ids, files and BM25 term totals; each file's summed term
+   counts stay there too, fetched only for the files whose document is rebuilt).
 2. The driver fixes the collection spec (BM25's average length over all chunks, as a new
    ``finerank index`` would) and diffs the ids against the collection.
 3. A pool of embedding actors (one model each) turns new records into points. With a Qdrant
@@ -13,6 +14,8 @@ replace-by-file rule; only the work is spread out.
    directory only one process may open) the actors return points and the driver upserts.
 4. Stale chunks of changed files are deleted last, so an interrupted run never leaves a file
    with fewer chunks; a re-run writes only what is missing.
+5. The document index (:mod:`finerank.retrieval.documents`) gets the documents of the changed
+   files, from the term counts the tasks computed (a task chunks each of its files whole).
 
 Example:
     >>> from finerank.retrieval.chunkers import get_chunker
@@ -36,6 +39,7 @@ from typing import Any
 
 from finerank.distributed.cluster import absolute_paths, ensure_ray, import_ray
 from finerank.errors import InvalidInputError
+from finerank.retrieval.bm25_pool import TermCounts
 from finerank.retrieval.chunkers import Chunker
 from finerank.retrieval.ingest import ChunkRecord, IngestReport
 from finerank.retrieval.store import CollectionSpec, VectorStore
@@ -91,9 +95,11 @@ def group_files(files: Sequence[Path], task_bytes: int = TASK_BYTES) -> list[lis
 
 def _chunk_files(
     files: Sequence[Path], chunker: Chunker
-) -> tuple[list[ChunkRecord], _ChunkSummary]:
-    """Ray task body: load and chunk files exactly as ``ingest`` does."""
-    from finerank.retrieval.bm25 import analyze
+) -> tuple[list[ChunkRecord], _ChunkSummary, dict[str, TermCounts]]:
+    """Ray task body: load and chunk files exactly as ``ingest`` does; also each file's term
+    counts summed over its distinct chunks (its document vector's input)."""
+    from finerank.retrieval.bm25_pool import count_terms
+    from finerank.retrieval.documents import sum_counts
     from finerank.retrieval.ingest import chunk_records, load_file
 
     records: list[ChunkRecord] = []
@@ -102,9 +108,14 @@ def _chunk_files(
         for document in load_file(file):
             documents += 1
             records.extend(chunk_records(document, chunker))
-    terms = sum(len(analyze(record.indexed_text)) for record in records)
+    counts = {record.chunk_id: count_terms(record.indexed_text) for record in records}
+    by_file: dict[str, set[str]] = {}
+    for record in records:
+        by_file.setdefault(record.file, set()).add(record.chunk_id)
+    file_terms = {file: sum_counts(counts[c] for c in ids) for file, ids in by_file.items()}
+    terms = sum(counts[record.chunk_id].length for record in records)
     summary = _ChunkSummary(documents, [(r.file, r.chunk_id) for r in records], terms)
-    return records, summary
+    return records, summary, file_terms
 
 
 class EmbedWorker:
@@ -172,7 +183,8 @@ def batch_index(
         ...             settings=Settings(data_dir="qdrant/")).added  # doctest: +SKIP
         1234
     """
-    from finerank.retrieval.ingest import collection_spec, finish_ingest, iter_files
+    from finerank.retrieval.documents import update_document_index
+    from finerank.retrieval.ingest import collection_spec, iter_files
 
     started = time.perf_counter()
     if batch_size < 1 or actors < 1:
@@ -187,11 +199,11 @@ def batch_index(
     try:
         ensure_ray(ray_address)
         ray = import_ray()
-        chunk_task = ray.remote(num_returns=2)(_chunk_files)
+        chunk_task = ray.remote(num_returns=3)(_chunk_files)
         outputs = [chunk_task.remote(group, chunker) for group in group_files(files, task_bytes)]
         worker_cls = ray.remote(num_cpus=cpus_per_actor, num_gpus=gpus_per_actor)(EmbedWorker)
         workers = [worker_cls.remote(settings) for _ in range(actors)]  # load while chunking
-        summaries: list[_ChunkSummary] = ray.get([summary for _, summary in outputs])
+        summaries: list[_ChunkSummary] = ray.get([summary for _, summary, _ in outputs])
 
         report = IngestReport(documents=sum(s.documents for s in summaries))
         by_file: dict[str, set[str]] = {str(f): set() for f in files}
@@ -224,7 +236,7 @@ def batch_index(
 
         remote_write = None if store.is_local else collection
         in_flight: dict[Any, int] = {}
-        for index, ((records, _), summary) in enumerate(zip(outputs, summaries, strict=True)):
+        for index, ((records, _, _), summary) in enumerate(zip(outputs, summaries, strict=True)):
             task_files = {file for file, _ in summary.ids}
             skip = set().union(*(existing.get(file, set()) for file in task_files))
             if all(cid in skip for _, cid in summary.ids):
@@ -241,7 +253,18 @@ def batch_index(
             report.added += _collect_one(ray, in_flight, store, collection, batch_size, min_free)
             _report(progress, report.added, pending_count, started)
         report.deleted = store.delete_chunks(collection, stale)
-        finish_ingest(store, collection, report)
+        if report.added or report.deleted:
+            store.optimize(collection)
+        task_of = {file: i for i, s in enumerate(summaries) for file, _ in s.ids}
+
+        def file_counts(names: Sequence[str]) -> dict[str, list[TermCounts]]:
+            tasks = sorted({task_of[name] for name in names})
+            terms = dict(zip(tasks, ray.get([outputs[i][2] for i in tasks]), strict=True))
+            return {name: [terms[task_of[name]][name]] for name in names}
+
+        report.documents_indexed = update_document_index(
+            store, collection, by_file, file_counts, had_chunks=bool(existing)
+        )
     finally:
         for worker in workers:  # free their CPUs / GPUs (and models) now
             import_ray().kill(worker)

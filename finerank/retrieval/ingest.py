@@ -409,7 +409,7 @@ def ingest_documents(
     # stale chunks go last: an interrupted run never leaves a file with fewer chunks
     with storage_errors(store):
         report.deleted = store.delete_chunks(collection, plan.stale)
-        finish_ingest(store, collection, report, workers=plan.workers)
+        finish_ingest(store, collection, plan)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -458,7 +458,12 @@ def check_chunk_limit(chunked: ChunkedDocuments, max_chunks: int | None) -> None
 @dataclass
 class IngestPlan:
     """What a run writes: the collection's spec, the records not stored yet, the stale ids,
-    and the BM25 term counts already computed (a new collection's, for its average length)."""
+    and the BM25 term counts already computed (a new collection's, for its average length).
+
+    It also keeps what the document index needs afterwards (:func:`finish_ingest`): every
+    file of the run with all its records (``by_file``; an ingest always holds a file whole),
+    whether the collection held chunks before, and the term counts computed for records
+    (``counted``, by chunk id: those of :meth:`batches`, so no chunk is analyzed twice)."""
 
     spec: CollectionSpec
     pending: list[ChunkRecord]
@@ -466,6 +471,9 @@ class IngestPlan:
     report: IngestReport
     analyzed: list[TermCounts] | None = None
     workers: int | None = None
+    by_file: dict[str, list[ChunkRecord]] = field(default_factory=dict)
+    had_chunks: bool = True
+    counted: dict[str, TermCounts] = field(default_factory=dict)
 
     @property
     def encoder(self) -> Bm25Encoder:
@@ -482,7 +490,35 @@ class IngestPlan:
         with contextlib.closing(counts):  # stops the workers if a batch fails
             for first in range(0, len(self.pending), batch_size):
                 batch = self.pending[first : first + batch_size]
-                yield batch, list(itertools.islice(counts, len(batch)))
+                found = list(itertools.islice(counts, len(batch)))
+                self.counted.update(zip((record.chunk_id for record in batch), found, strict=True))
+                yield batch, found
+
+    @property
+    def files(self) -> dict[str, set[str]]:
+        """Every file of the run with all its chunk ids after it (empty: none left)."""
+        return {name: {r.chunk_id for r in records} for name, records in self.by_file.items()}
+
+    def file_counts(self, files: Sequence[str]) -> dict[str, list[TermCounts]]:
+        """The term counts of each distinct chunk of ``files``: those the run computed, the
+        rest (chunks a replaced file kept, a file whose document was missing) analyzed now."""
+        wanted: dict[str, ChunkRecord] = {}
+        for name in files:
+            for record in self.by_file[name]:
+                wanted.setdefault(record.chunk_id, record)
+        missing = [record for key, record in wanted.items() if key not in self.counted]
+        texts = [record.indexed_text for record in missing]
+        self.counted.update(
+            zip(
+                (record.chunk_id for record in missing),
+                term_counts(texts, workers=self.workers),
+                strict=True,
+            )
+        )
+        return {
+            name: [self.counted[key] for key in dict.fromkeys(r.chunk_id for r in records)]
+            for name, records in ((name, self.by_file[name]) for name in files)
+        }
 
 
 def plan_ingest(
@@ -531,24 +567,36 @@ def plan_ingest(
             continue
         pending.extend(record for record in file_records if record.chunk_id not in old)
         stale.extend(sorted(old - new))
+    counted: dict[str, TermCounts] = {}
     if analyzed is not None:  # the counts of the records still to write, in their order
+        # all of them, for the documents to rebuild (the list holds them anyway)
+        counted = dict(zip((record.chunk_id for record in records), analyzed, strict=True))
         position = {id(record): i for i, record in enumerate(records)}
         analyzed = [analyzed[position[id(record)]] for record in pending]
-    return IngestPlan(spec, pending, stale, report, analyzed, workers)
+    return IngestPlan(
+        spec, pending, stale, report, analyzed, workers, by_file, bool(existing), counted
+    )
 
 
-def finish_ingest(
-    store: VectorStore, collection: str, report: IngestReport, *, workers: int | None = None
-) -> None:
+def finish_ingest(store: VectorStore, collection: str, plan: IngestPlan) -> None:
     """After a run's writes: build indexes and merge segments (embedded; then flushed), and
-    bring the document index in step (:func:`~finerank.retrieval.documents.sync_document_index`;
-    built whole the first time, e.g. for a collection written before it existed).
-    ``workers`` as for :func:`plan_ingest`."""
-    from finerank.retrieval.documents import sync_document_index
+    bring the documents of the run's files in step
+    (:func:`~finerank.retrieval.documents.update_document_index`: from the term counts this
+    run computed, at a cost that follows its files, not the collection; built whole the first
+    time for a collection written before the document index existed)."""
+    from finerank.retrieval.documents import update_document_index
 
+    report = plan.report
     if report.added or report.deleted:
         store.optimize(collection)
-    report.documents_indexed = sync_document_index(store, collection, workers=workers)
+    report.documents_indexed = update_document_index(
+        store,
+        collection,
+        plan.files,
+        plan.file_counts,
+        had_chunks=plan.had_chunks,
+        workers=plan.workers,
+    )
 
 
 def _progress(items, enabled: bool, description: str, unit: str, total: int | None = None):

@@ -341,7 +341,9 @@ class RetrievalService:
             return self._on_store(write)
 
         plan = await on_store_writing(
-            lambda: plan_ingest(store, collection, chunked, chunker, embeddings, analyzed=analyzed)
+            lambda: plan_ingest(
+                store, collection, chunked, chunker, embeddings, workers=1, analyzed=analyzed
+            )
         )
         encoder = plan.encoder
         for batch, counts in plan.batches(INGEST_BATCH):
@@ -356,8 +358,8 @@ class RetrievalService:
                     point.dense = vector
             plan.report.added += await on_store_writing(store.upsert, collection, points)
         plan.report.deleted = await on_store_writing(store.delete_chunks, collection, plan.stale)
-        # workers=1: a server must not fork (see above)
-        await on_store_writing(lambda: finish_ingest(store, collection, plan.report, workers=1))
+        # the plan analyzes with workers=1 (a server must not fork, see above)
+        await on_store_writing(finish_ingest, store, collection, plan)
         plan.report.seconds = time.perf_counter() - started
         return plan.report
 

@@ -18,8 +18,9 @@ LAW_EXCERPTS = {
 }
 
 
-def snapshot(data_dir, collection: str) -> tuple[dict, dict]:
-    """(collection metadata, {chunk id: (payload, sparse, dense)}) of an embedded store."""
+def snapshot(data_dir, collection: str) -> tuple[dict, dict, dict]:
+    """(collection metadata, {chunk id: (payload, sparse, dense)}, {file: its document in
+    the document index}) of an embedded store."""
     store = VectorStore.open(data_dir=data_dir)
     try:
         metadata = store.spec(collection).to_metadata()
@@ -27,13 +28,22 @@ def snapshot(data_dir, collection: str) -> tuple[dict, dict]:
             p.chunk_id: (p.payload, (p.sparse.indices, p.sparse.values), p.dense)
             for p in store.iter_points(collection)
         }
-        return metadata, points
+        documents = {
+            d.file: (d.sparse.indices, d.sparse.values, d.chunks, d.digest)
+            for d in store.iter_documents(collection)
+        }
+        return metadata, points, documents
     finally:
         store.close()
 
 
 def assert_same_collection(got, expected) -> None:
-    (got_meta, got_points), (want_meta, want_points) = got, expected
+    (got_meta, got_points, got_docs), (want_meta, want_points, want_docs) = got, expected
+    # the document index: built (then kept) from the term counts each path computed
+    assert got_docs.keys() == want_docs.keys() and got_docs
+    for file, (indices, values, chunks, digest) in want_docs.items():
+        assert got_docs[file][0] == indices and got_docs[file][2:] == (chunks, digest)
+        assert np.allclose(got_docs[file][1], values, rtol=1e-6)
     assert got_meta == want_meta
     assert got_points.keys() == want_points.keys() and got_points
     for pid, (payload, sparse, dense) in want_points.items():

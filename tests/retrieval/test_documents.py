@@ -9,6 +9,7 @@ import math
 
 import pytest
 
+from finerank.retrieval import bm25_pool
 from finerank.retrieval.bm25 import Bm25Encoder, token_id
 from finerank.retrieval.bm25_pool import count_terms
 from finerank.retrieval.chunkers import Document, get_chunker
@@ -170,3 +171,150 @@ def test_search_adds_the_document_score(store):
     for hit in got:
         if hit.payload["file"] == "labour.txt":
             assert hit.score / top > alone_scores[hit.chunk_id]
+
+
+class StoreCalls:
+    """Records the engine calls of a real store (spied on, not replaced): scrolls and reads
+    by collection, points written by collection, and texts analyzed."""
+
+    def __init__(self, store, monkeypatch):
+        self.scrolls: list[str] = []
+        self.reads: list[tuple[str, int]] = []
+        self.writes: list[tuple[str, int]] = []
+        self.analyzed = 0
+
+        def spy(method, record):
+            def call(name, *args, **kwargs):
+                record(name, *args)
+                return method(name, *args, **kwargs)
+
+            return call
+
+        monkeypatch.setattr(store, "_scroll", spy(store._scroll, lambda n: self.scrolls.append(n)))
+        monkeypatch.setattr(
+            store,
+            "_retrieve",
+            spy(store._retrieve, lambda n, ids: self.reads.append((n, len(ids)))),
+        )
+        monkeypatch.setattr(
+            store, "_write", spy(store._write, lambda n, ps: self.writes.append((n, len(ps))))
+        )
+        real = bm25_pool.count_terms
+
+        def count(text):
+            self.analyzed += 1
+            return real(text)
+
+        monkeypatch.setattr(bm25_pool, "count_terms", count)
+
+
+MANY = {
+    f"law{i:02d}.txt": [f"article {i} on wages", f"article {i} on rest days"] for i in range(30)
+}
+
+
+def test_upkeep_costs_the_files_of_the_ingest_not_the_collection(store, monkeypatch):
+    """An ingest that replaces one file and deletes another reads the digests of those two
+    documents only, rebuilds one from the counts it computed (each new chunk analyzed once,
+    nothing read back) and never scrolls the document index or the chunks a second time."""
+    ingest(store, {**FILES, **MANY})
+    calls = StoreCalls(store, monkeypatch)
+    labour = ["employers pay wages monthly", "wages are paid in money, not in kind"]
+    report = ingest(store, {"labour.txt": labour}, names=["labour.txt", "heat.txt"])
+    assert (report.added, report.deleted, report.documents_indexed) == (1, 4, 2)
+    index = document_index_name("c")
+    assert calls.scrolls == ["c"]  # the ingest's own diff; the document upkeep adds none
+    assert calls.reads == [(index, 2)]  # the two files' digests, no chunk payload
+    assert calls.writes == [("c", 1), (index, 1)]
+    # each chunk of the new labour.txt once: the new one for its vector (and its document),
+    # the kept one for the document (before: both analyzed again after reading them back)
+    assert calls.analyzed == len(labour)
+    stored = stored_documents(store)
+    assert "heat.txt" not in stored and len(stored) == 2 + len(MANY)
+    assert stored["labour.txt"][0] == pytest.approx(expected_vector(labour))
+
+
+def test_a_replaced_file_gets_the_vector_a_full_rebuild_gives(store):
+    """A replaced file's document (built from the ingest's counts: new chunks and kept ones)
+    is the one sync_document_index builds from the stored chunks, bit for bit."""
+    ingest(store)
+    changed = {
+        "labour.txt": [FILES["labour.txt"][0], "overtime is paid at 150%", "wages wages wages"],
+        "heat.txt": ["heat conduction in composite slabs"],
+    }
+    ingest(store, changed)
+    incremental = stored_documents(store)
+    store._drop_collection(document_index_name("c"))
+    assert sync_document_index(store, "c") == 3
+    assert stored_documents(store) == incremental
+    assert incremental["labour.txt"][1] == 3 and incremental["heat.txt"][1] == 1
+
+
+def test_a_file_whose_document_went_stale_is_rebuilt_when_ingested_again(store):
+    """A run interrupted between a file's chunk writes and its document leaves the chunks in
+    place; ingesting the unchanged file again writes its document (from the texts it holds)."""
+    ingest(store)
+    whole = stored_documents(store)
+    store.delete_documents("c", ["traffic.txt"])  # as an interrupted run leaves it
+    report = ingest(store)
+    assert report.added == report.deleted == 0 and report.documents_indexed == 1
+    assert stored_documents(store) == whole
+
+
+def test_migrate_checks_a_current_collection_against_every_chunk(tmp_path):
+    """Chunks written straight to the store (around finerank's ingest) are picked up by
+    ``finerank collections migrate NAME``: the full check from the stored chunks."""
+    from typer.testing import CliRunner
+
+    from finerank.cli import app
+    from finerank.retrieval.store import StoredPoint
+    from finerank.retrieval.store.edge import EdgeStore
+
+    with EdgeStore(tmp_path) as edge:
+        ingest(edge)
+        text = "wages of seafarers"
+        edge.upsert(
+            "c",
+            [
+                StoredPoint(
+                    "f" * 32,
+                    {"chunk_id": "f" * 32, "file": "sea.txt", "text": text, "context": ""},
+                    Bm25Encoder(edge.spec("c").avg_doc_length).document_vector(text),
+                )
+            ],
+        )
+        assert "sea.txt" not in stored_documents(edge)
+    result = CliRunner().invoke(app, ["collections", "migrate", "c", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "c: already on Qdrant Edge; document index checked" in result.output
+    assert "1 documents rebuilt or deleted" in result.output
+    with EdgeStore(tmp_path) as edge:
+        assert stored_documents(edge)["sea.txt"][1] == 1
+
+
+def test_the_server_ingest_keeps_the_index_from_the_counts_it_computed(monkeypatch):
+    """The server's ingest (RetrievalService.add_documents: each request holds its files
+    whole) builds and replaces documents as ``finerank index`` does, analyzing each chunk
+    once and scrolling nothing for the document index."""
+    import asyncio
+
+    from finerank.retrieval.service import RetrievalService
+    from finerank.settings import Settings
+
+    service = RetrievalService(Settings())
+    service.open_store(VectorStore.memory)
+    service.start()
+    reference = VectorStore.memory()
+    try:
+        report = asyncio.run(service.add_documents("c", documents(), CHUNKER))
+        assert report.documents_indexed == 3
+        calls = StoreCalls(service.store, monkeypatch)
+        changed = {"traffic.txt": ["the driver pays a fine", "and loses the licence"]}
+        report = asyncio.run(service.add_documents("c", documents(changed), CHUNKER))
+        assert (report.added, report.deleted, report.documents_indexed) == (2, 1, 1)
+        assert calls.scrolls == ["c"] and calls.analyzed == 2
+        ingest(reference, {**FILES, **changed})
+        assert stored_documents(service.store) == stored_documents(reference)
+    finally:
+        service.stop()
+        reference.close()

@@ -39,6 +39,8 @@ INDEXED_AT_CREATION = ("file", "source")
 # a collection's document index is a companion collection under this suffix; "~" is outside
 # the names users can give (check_collection_name), so it can neither clash nor be listed
 DOCUMENTS_SUFFIX = "~documents"
+# documents read by id per request (an ingest's files' digests)
+DOCUMENT_READ = 4096
 
 
 def default_data_dir() -> Path:
@@ -795,15 +797,28 @@ class VectorStore(ABC):
                 CollectionSpec(None, None, {"document_index_of": name}, 1.0, k1=spec.k1, b=0.0),
             )
 
-    def document_digests(self, name: str) -> dict[str, str]:
-        """``file -> digest`` of every document in the index (empty without one)."""
+    def document_digests(self, name: str, files: Sequence[str] | None = None) -> dict[str, str]:
+        """``file -> digest`` of every document in the index (one scroll), or of those of
+        ``files`` that are in it (read by id: costs what ``files`` are, not the index);
+        empty without an index."""
         if not self.has_document_index(name):
             return {}
         index = document_index_name(name)
-        return {
-            payload["file"]: payload.get("digest", "")
-            for payload, _ in self._scroll(index, fields=["file", "digest"], vectors=False)
-        }
+        if files is None:
+            found = self._scroll(index, fields=["file", "digest"], vectors=False)
+        else:
+            ids = [point_id(document_key(file)) for file in files]
+            found = (
+                record
+                for first in range(0, len(ids), DOCUMENT_READ)
+                for record in self._retrieve(
+                    index,
+                    ids[first : first + DOCUMENT_READ],
+                    fields=["file", "digest"],
+                    vectors=False,
+                )
+            )
+        return {payload["file"]: payload.get("digest", "") for payload, _ in found}
 
     def iter_documents(self, name: str) -> Iterator[DocumentPoint]:
         """Every document of ``name``'s document index with its vector (none without one)."""
