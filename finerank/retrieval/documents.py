@@ -52,7 +52,7 @@ import hashlib
 from array import array
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
-from finerank.retrieval.bm25 import SparseVector
+from finerank.retrieval.bm25 import Bm25Encoder, SparseVector
 from finerank.retrieval.bm25_pool import TermCounts, term_counts
 from finerank.retrieval.store import VectorStore
 from finerank.retrieval.store.base import DocumentPoint
@@ -76,9 +76,9 @@ def document_vector(counts: Iterable[TermCounts], k1: float = 1.2) -> SparseVect
         [1.0, 1.375]
     """
     total = sum_counts(counts)
-    return SparseVector(
-        list(total.indices), [tf * (k1 + 1) / (tf + k1) for tf in total.frequencies]
-    )
+    # b 0: the average length plays no part (the norm is k1)
+    encoder = Bm25Encoder(avg_doc_length=1.0, k1=k1, b=0.0)
+    return encoder.vector_from_counts(total.length, total.indices, total.frequencies)
 
 
 def sum_counts(counts: Iterable[TermCounts]) -> TermCounts:
