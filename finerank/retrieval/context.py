@@ -128,7 +128,7 @@ def with_document_context(
             continue
         lift = weight * best * evidence[document] / top_evidence
         if index_weight > 0:
-            found = documents.get(document) if documents else None
+            found = documents.get(document)  # index_weight > 0: documents given
             if found is not None and found.chunks == 1:  # the chunk is the document
                 lift += index_weight * hit.score
             elif found is not None and top_document > 0:
