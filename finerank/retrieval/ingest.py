@@ -516,8 +516,10 @@ class IngestPlan:
             )
         )
         return {
-            name: [self.counted[key] for key in dict.fromkeys(r.chunk_id for r in records)]
-            for name, records in ((name, self.by_file[name]) for name in files)
+            name: [
+                self.counted[key] for key in dict.fromkeys(r.chunk_id for r in self.by_file[name])
+            ]
+            for name in files
         }
 
 
