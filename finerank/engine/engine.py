@@ -8,9 +8,7 @@ merges work from many requests by calling :meth:`ScoringEngine.prepare` per requ
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
-import time
 from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,12 +19,10 @@ import torch
 from finerank.engine.packing import plan_packs
 from finerank.errors import InvalidInputError
 from finerank.models.base import Backend, EncodedPair, Pack
+from finerank.models.fused import WARM_UP_TEXTS, timed_warm_up
 
-logger = logging.getLogger(__name__)
-
-#: what :meth:`ScoringEngine.warm_up` scores: two pairs of a few tokens
+#: what :meth:`ScoringEngine.warm_up` scores: this query with each of ``WARM_UP_TEXTS``
 WARM_UP_QUERY = "warm-up query"
-WARM_UP_DOCUMENTS = ("a short document", "another short document")
 
 LongDocumentMode = Literal["truncate", "chunk"]
 
@@ -310,12 +306,9 @@ class ScoringEngine:
         """
         if not getattr(self.backend, "warm_up_due", False):
             return None
-        started = time.perf_counter()
-        prepared = self.prepare(WARM_UP_QUERY, list(WARM_UP_DOCUMENTS))
-        self.run(prepared.items)
-        seconds = time.perf_counter() - started
-        logger.info("warm-up forward (compiling kernels) took %.1f s", seconds)
-        return seconds
+        return timed_warm_up(
+            lambda: self.run(self.prepare(WARM_UP_QUERY, list(WARM_UP_TEXTS)).items)
+        )
 
     def plan(self, items: Sequence[EncodedPair]) -> list[Pack]:
         return plan_packs(items, self.max_batch_tokens, share_prefix=self.share_prefix)

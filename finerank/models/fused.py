@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from collections.abc import Callable
 
 import torch
 
@@ -40,6 +42,8 @@ logger = logging.getLogger(__name__)
 COMPILE_ENV = "FINERANK_COMPILE"
 #: below this hidden size compiling (tens of seconds on 2 cores) costs more than it saves
 COMPILE_MIN_HIDDEN = 512
+#: what a warm-up forward reads (:func:`timed_warm_up`): texts of a few tokens
+WARM_UP_TEXTS = ("a short document", "another short document")
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -78,6 +82,16 @@ def _setting() -> str:
     if value in ("0", "false", "no", "off"):
         return "0"
     return "1" if value in ("1", "true", "yes", "on") else "auto"
+
+
+def timed_warm_up(forward: Callable[[], object]) -> float:
+    """Run ``forward`` (a short forward whose kernels compile, on :data:`WARM_UP_TEXTS`) and
+    log it; the seconds it took. The reranker's engine and the embedder both warm up here."""
+    started = time.perf_counter()
+    forward()
+    seconds = time.perf_counter() - started
+    logger.info("warm-up forward (compiling kernels) took %.1f s", seconds)
+    return seconds
 
 
 def skip_for_one_shot(kernels: FusedKernels) -> None:

@@ -27,10 +27,8 @@ Example:
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,8 +38,6 @@ from typing import Literal
 import numpy as np
 
 from finerank.errors import InvalidInputError, ModelLoadError, ServiceUnavailableError
-
-logger = logging.getLogger(__name__)
 
 QWEN3_EOS_TOKEN = "<|endoftext|>"
 QWEN3_EOS_ID = 151643
@@ -394,13 +390,11 @@ class Qwen3Embedder(Embedder):
     def warm_up(self) -> float | None:
         """Embed two short texts when the next forward would compile kernels (see
         :meth:`finerank.engine.engine.ScoringEngine.warm_up`); the seconds it took, or None."""
+        from finerank.models.fused import WARM_UP_TEXTS, timed_warm_up
+
         if not self.decoder.kernels.pending:
             return None
-        started = time.perf_counter()
-        self.run(self.prepare(["a short document", "another short document"]))
-        seconds = time.perf_counter() - started
-        logger.info("warm-up forward (compiling kernels) took %.1f s", seconds)
-        return seconds
+        return timed_warm_up(lambda: self.run(self.prepare(list(WARM_UP_TEXTS))))
 
     def run(self, items: Sequence[EmbeddingInput]) -> np.ndarray:
         from finerank.engine.packing import plan_packs
