@@ -28,6 +28,7 @@ from finerank.engine.engine import (
     sigmoid,
 )
 from finerank.errors import InvalidInputError
+from finerank.models.fused import CompileMode, check_compile_mode
 from finerank.models.loading import pick_device, pick_dtype, quiet_transformers, resolve_model
 
 
@@ -54,11 +55,29 @@ class Reranker:
         share_prefix: bool = True,
         chunk_overlap: float = 0.125,
         quantize: str = "none",
+        compile: CompileMode = "auto",
     ) -> Reranker:
         """Load from a local directory or a hub id.
 
-        ``device="auto"`` picks CUDA when present, else CPU; ``dtype="auto"`` picks bf16 on
-        CUDA and fp32 on CPU. ``family`` overrides detection (``qwen3`` or ``seq-cls``).
+        Args:
+            name_or_path: a model directory (config.json, weights, tokenizer) or a hub id.
+            device: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda``, ``cuda:N``.
+            dtype: ``auto`` (bf16 on CUDA, fp32 on CPU), ``float32``, ``bfloat16``,
+                ``float16``.
+            max_length: tokens per pair, template included.
+            family: ``qwen3`` or ``seq-cls``; default: detected from config.json.
+            max_batch_tokens: token budget of one forward pass.
+            share_prefix: compute system prompt + instruction + query once per pack.
+            chunk_overlap: window overlap in ``long_document="chunk"`` mode.
+            quantize: ``none`` or ``int8`` (dynamic int8 linear layers, CPU + float32).
+            compile: whether a Qwen3 model's elementwise kernels compile on CPU
+                (``torch.compile``, tens of seconds once, see :mod:`finerank.models.fused`):
+                ``auto`` for bf16/fp16 models of hidden size >= 512, ``on`` always, ``off``
+                never (a one-shot run, where compiling costs more than it saves).
+                ``FINERANK_COMPILE=1`` or ``0`` in the environment overrides it.
+
+        Returns:
+            The loaded :class:`Reranker`.
 
         Example:
             >>> Reranker.from_pretrained("/no/such/dir")
@@ -67,17 +86,20 @@ class Reranker:
             finerank.errors.ModelLoadError: model directory not found: /no/such/dir ...
         """
         started = time.perf_counter()
+        check_compile_mode(compile)
         resolved = resolve_model(name_or_path, family)
         torch_device = pick_device(device)
         torch_dtype = pick_dtype(dtype, torch_device)
         quiet_transformers()
+        options = dict(device=torch_device, dtype=torch_dtype, max_length=max_length)
         if resolved.family == "qwen3":
-            from finerank.models.qwen3 import Qwen3RerankerBackend as backend_cls
-        else:
-            from finerank.models.seqcls import SeqClsBackend as backend_cls
-        backend = backend_cls(
-            resolved.path, device=torch_device, dtype=torch_dtype, max_length=max_length
-        )
+            from finerank.models.qwen3 import Qwen3RerankerBackend
+
+            backend = Qwen3RerankerBackend(resolved.path, compile=compile, **options)
+        else:  # runs the model's own modules: nothing to compile
+            from finerank.models.seqcls import SeqClsBackend
+
+            backend = SeqClsBackend(resolved.path, **options)
         if quantize != "none":
             from finerank.models.quantize import quantize_backend
 

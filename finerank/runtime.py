@@ -44,6 +44,7 @@ from finerank.errors import (
 from finerank.settings import Settings
 
 if TYPE_CHECKING:
+    from finerank.models.fused import CompileMode
     from finerank.reranker import Reranker
     from finerank.retrieval.embedder import Embedder
     from finerank.retrieval.embedding_service import EmbeddingService
@@ -95,8 +96,16 @@ def fetch_default_reranker() -> None:
         raise ModelLoadError(default_model_unavailable()) from None
 
 
-def build_reranker(settings: Settings) -> Reranker:
+def build_reranker(settings: Settings, *, compile: CompileMode = "auto") -> Reranker:
     """Load the reranker ``settings`` describe (model, device, dtype and the engine knobs).
+
+    Args:
+        settings: the configuration.
+        compile: whether its CPU kernels compile (``compile=`` of
+            :meth:`~finerank.reranker.Reranker.from_pretrained`).
+
+    Returns:
+        The loaded reranker.
 
     Example:
         >>> build_reranker(Settings(model="/models/Qwen3-Reranker-0.6B"))  # doctest: +SKIP
@@ -118,6 +127,7 @@ def build_reranker(settings: Settings) -> Reranker:
                 share_prefix=settings.share_prefix,
                 chunk_overlap=settings.chunk_overlap,
                 quantize=settings.quantize,
+                compile=compile,
             )
         except ModelLoadError as exc:
             if settings.model == DEFAULT_RERANKER and "could not download" in str(exc):
@@ -125,7 +135,9 @@ def build_reranker(settings: Settings) -> Reranker:
             raise
 
 
-def build_embedder(settings: Settings, source: str | None = None) -> Embedder:
+def build_embedder(
+    settings: Settings, source: str | None = None, *, compile: CompileMode = "auto"
+) -> Embedder:
     """Load the embedding model ``source`` (default: ``settings.embedding_model``).
 
     A remote ``http(s)://`` endpoint's key comes from ``FINERANK_EMBEDDING_API_KEY`` (never a
@@ -150,6 +162,7 @@ def build_embedder(settings: Settings, source: str | None = None) -> Embedder:
             dtype=settings.dtype,
             max_batch_tokens=settings.max_batch_tokens,
             api_key=os.environ.get("FINERANK_EMBEDDING_API_KEY"),
+            compile=compile,
         )
 
 
@@ -197,6 +210,10 @@ class Runtime:
         settings: the configuration (default: ``Settings()``, i.e. ``FINERANK_*``).
         reranker / embedder / store: already loaded components to use instead of loading
             them (tests, a process that loaded them itself); they count as configured.
+        compile: whether the models it loads compile their CPU kernels (``compile=`` of
+            :meth:`~finerank.reranker.Reranker.from_pretrained`): ``auto`` for servers and
+            batch jobs, ``off`` for a one-shot command answering one request, where
+            compiling costs more than it saves (``FINERANK_COMPILE=1`` still compiles).
 
     Use :meth:`start` (load everything configured, start the batching services; blocking) for
     servers, or the lazy accessors :meth:`reranker`, :meth:`embedder`, :meth:`store` for
@@ -216,8 +233,10 @@ class Runtime:
         reranker: Reranker | None = None,
         embedder: Embedder | None = None,
         store: VectorStore | None = None,
+        compile: CompileMode = "auto",
     ):
         self.settings = settings or Settings()
+        self.compile = compile
         s = self.settings
         self._loaded: dict[ComponentName, object] = {}
         self._status: dict[ComponentName, ComponentStatus] = {}
@@ -350,10 +369,10 @@ class Runtime:
         s = self.settings
         if status.name == "reranker":
             logger.info("loading reranker %s", s.model)
-            return build_reranker(s)
+            return build_reranker(s, compile=self.compile)
         if status.name == "embedder":
             logger.info("loading embedding model %s", status.source)
-            return build_embedder(s, status.source)
+            return build_embedder(s, status.source, compile=self.compile)
         if self._serving and self.retrieval is not None:
             # a served store is used from the retrieval service's thread only: open it there
             return self.retrieval.open_store(lambda: open_store(s))

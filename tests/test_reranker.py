@@ -96,3 +96,31 @@ def test_max_tokens_per_doc_cuts_the_document(qwen3_reranker):
         - qwen3_reranker.engine.prepare("q", [doc], max_tokens_per_doc=10).num_tokens
     )
     assert cut == 490
+
+
+@pytest.mark.parametrize(
+    ("environment", "compile", "enabled"),
+    [(None, "on", True), (None, "off", False), ("1", "off", True), ("0", "on", False)],
+)
+def test_compile_option_reaches_the_kernels(
+    qwen3_reranker_dir, monkeypatch, environment, compile, enabled
+):
+    from finerank import Reranker
+    from finerank.models.fused import COMPILE_ENV
+
+    if environment is None:
+        monkeypatch.delenv(COMPILE_ENV, raising=False)
+    else:  # FINERANK_COMPILE=1 / 0: the operator's switch wins over the option
+        monkeypatch.setenv(COMPILE_ENV, environment)
+    reranker = Reranker.from_pretrained(
+        qwen3_reranker_dir, device="cpu", dtype="float32", compile=compile
+    )
+    kernels = reranker.backend.decoder.kernels
+    assert kernels.enabled is enabled and kernels.pending is enabled
+
+
+def test_bad_compile_option_says_what_to_pass(qwen3_reranker_dir):
+    from finerank import Reranker
+
+    with pytest.raises(InvalidInputError, match="compile must be 'auto', 'on' or 'off'"):
+        Reranker.from_pretrained(qwen3_reranker_dir, compile="yes")

@@ -28,13 +28,13 @@ def counted_builders(monkeypatch):
         "store": runtime_module.open_store,
     }
 
-    def reranker(settings):
+    def reranker(settings, **options):
         calls.append(("reranker", settings.model))
-        return real["reranker"](settings)
+        return real["reranker"](settings, **options)
 
-    def embedder(settings, source=None):
+    def embedder(settings, source=None, **options):
         calls.append(("embedder", source or settings.embedding_model))
-        return real["embedder"](settings, source)
+        return real["embedder"](settings, source, **options)
 
     def store(settings):
         calls.append(("store", str(settings.data_dir)))
@@ -242,6 +242,18 @@ def test_kernels_that_compile_are_warmed_up_before_the_runtime_is_ready(
             assert not kernels.pending
         asyncio.run(runtime.rerank.rerank("q", ["a document", "another one"]))
         assert len(calls) == 4  # the first request compiled nothing
+
+
+def test_compile_option_reaches_every_model_the_runtime_loads(
+    tmp_path, monkeypatch, qwen3_reranker_dir, qwen3_embedding_dir
+):
+    monkeypatch.delenv("FINERANK_COMPILE", raising=False)
+    settings = _settings(tmp_path, qwen3_reranker_dir, qwen3_embedding_dir)
+    with Runtime(settings, compile="on") as runtime:  # the tiny fp32 models compile too
+        assert all(kernels.enabled for kernels in _kernels(runtime))
+    monkeypatch.setenv("FINERANK_COMPILE", "1")
+    with Runtime(settings, compile="off") as runtime:  # the operator's switch wins
+        assert all(kernels.enabled for kernels in _kernels(runtime))
 
 
 def test_no_warm_up_when_nothing_compiles(

@@ -1,7 +1,8 @@
 """``finerank rerank``: score documents against a query from the command line.
 
 Flags override ``FINERANK_*`` settings (``FINERANK_MODEL`` names the model when ``--model`` is
-not given); the reranker is built by :class:`~finerank.runtime.Runtime` like everywhere else.
+not given); the reranker is built by :class:`~finerank.runtime.Runtime` like everywhere else,
+with eager kernels unless ``FINERANK_COMPILE=1`` (one request saves less than compiling costs).
 """
 
 from __future__ import annotations
@@ -52,7 +53,6 @@ def rerank_command(
         documents.extend(read_documents(docs_file))
     if not documents:
         raise InvalidInputError("no documents: pass --doc TEXT (repeatable) or --docs-file FILE")
-    from finerank.models.fused import skip_for_one_shot
     from finerank.runtime import Runtime
 
     settings = cli_settings(
@@ -66,10 +66,9 @@ def rerank_command(
     )
     if not settings.model:
         raise InvalidInputError("no model: pass --model PATH_OR_ID (or set FINERANK_MODEL)")
-    reranker = Runtime(settings).reranker()
-    decoder = getattr(reranker.backend, "decoder", None)
-    if decoder is not None:  # one request: compiling would cost more than it saves
-        skip_for_one_shot(decoder.kernels)
+    # one request: compiling kernels would cost more than it saves (FINERANK_COMPILE=1 still
+    # compiles)
+    reranker = Runtime(settings, compile="off").reranker()
     results = reranker.rerank(
         query,
         documents,

@@ -22,7 +22,9 @@ reference's own arithmetic: compiled reductions sum in another order (0.6B score
 
 Compiling costs tens of seconds on the first call (see docs/engine.md): servers pay it at start
 (:meth:`FusedKernels.pending` says a warm-up forward is due, see
-:meth:`finerank.engine.engine.ScoringEngine.warm_up`), not on a user's first request.
+:meth:`finerank.engine.engine.ScoringEngine.warm_up`), not on a user's first request. A
+one-shot command (``finerank rerank``) loads its model with ``compile="off"``
+(:data:`CompileMode`): one request saves less than compiling costs.
 """
 
 from __future__ import annotations
@@ -31,8 +33,11 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from typing import Literal
 
 import torch
+
+from finerank.errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +45,10 @@ logger = logging.getLogger(__name__)
 #: least :data:`COMPILE_MIN_HIDDEN`; fp32 stays eager, the reference's own arithmetic), ``1``
 #: (always on CPU: fp32 and tiny models too) or ``0`` (never)
 COMPILE_ENV = "FINERANK_COMPILE"
+#: what a caller asks for (``compile=`` of :meth:`finerank.Reranker.from_pretrained`): ``auto``
+#: (the rule above), ``on`` (always on CPU), ``off`` (never; one-shot commands, where compiling
+#: costs more than it saves). ``FINERANK_COMPILE=1`` or ``0`` overrides it, ``auto`` leaves it.
+CompileMode = Literal["auto", "on", "off"]
 #: below this hidden size compiling (tens of seconds on 2 cores) costs more than it saves
 COMPILE_MIN_HIDDEN = 512
 #: what a warm-up forward reads (:func:`timed_warm_up`): texts of a few tokens
@@ -94,25 +103,40 @@ def timed_warm_up(forward: Callable[[], object]) -> float:
     return seconds
 
 
-def skip_for_one_shot(kernels: FusedKernels) -> None:
-    """Keep ``kernels`` eager in a one-shot process (``finerank rerank``) unless
-    ``FINERANK_COMPILE=1``: there compiling costs more than it saves (bf16 0.6B, 100 documents:
-    18 s to compile with a cold Inductor cache, 4 s warm, against 3.7 s saved; docs/engine.md).
-    """
-    if _setting() != "1":
-        kernels.enabled = False
+def check_compile_mode(mode: str) -> CompileMode:
+    """``mode`` when it is a :data:`CompileMode`, else :class:`InvalidInputError`."""
+    if mode not in ("auto", "on", "off"):
+        raise InvalidInputError(f"compile must be 'auto', 'on' or 'off', got {mode!r}")
+    return mode  # type: ignore[return-value]
 
 
-def compile_wanted(hidden_size: int, device: torch.device, dtype: torch.dtype) -> bool:
+def compile_wanted(
+    hidden_size: int, device: torch.device, dtype: torch.dtype, mode: CompileMode = "auto"
+) -> bool:
     """Whether :class:`FusedKernels` should compile for a model of ``hidden_size`` in ``dtype``
-    on ``device`` (``FINERANK_COMPILE``: ``auto``, ``1``, ``0``; CPU only).
+    on ``device`` (CPU only).
 
-    Example (``FINERANK_COMPILE`` unset: ``auto``):
+    Args:
+        hidden_size: the model's hidden size.
+        device: where the model runs.
+        dtype: the model's dtype.
+        mode: what the caller asks for (:data:`CompileMode`); ``FINERANK_COMPILE=1`` or ``0``
+            in the environment overrides it.
+
+    Returns:
+        True when the kernels should compile.
+
+    Example (``FINERANK_COMPILE`` unset):
         >>> cpu = torch.device("cpu")
         >>> compile_wanted(1024, cpu, torch.bfloat16), compile_wanted(1024, cpu, torch.float32)
         (True, False)
+        >>> compile_wanted(1024, cpu, torch.bfloat16, "off")  # a one-shot command
+        False
     """
+    mode = check_compile_mode(mode)
     setting = _setting()
+    if setting == "auto":
+        setting = {"on": "1", "off": "0"}.get(mode, "auto")
     if device.type != "cpu" or setting == "0":
         return False
     if setting == "1":

@@ -25,7 +25,7 @@ from finerank.models.attention import (
     build_layout,
 )
 from finerank.models.base import EncodedPair, Pack
-from finerank.models.fused import FusedKernels, compile_wanted
+from finerank.models.fused import CompileMode, FusedKernels, compile_wanted
 from finerank.models.linear import OneDnnProjections, build_projections
 from finerank.models.loading import reading_model_files
 from finerank.models.template import (
@@ -192,6 +192,7 @@ class PackedDecoder:
     variable-length flash-attention call per layer over all segments
     (``torch.nn.attention.varlen``); it is checked once against the SDPA path on the first
     pack and switched off if the two disagree. ``attention="sdpa"`` forces the SDPA groups.
+    ``compile`` says whether the elementwise chains compile on CPU (:mod:`finerank.models.fused`).
 
     Plain ``nn.Linear`` projections run fused (:mod:`finerank.models.linear`): q|k|v in one
     GEMM, the residual adds folded into the output GEMMs; on CPU through weights packed once
@@ -207,7 +208,7 @@ class PackedDecoder:
     #: max |difference| between the varlen and SDPA paths accepted by the first-use check
     VARLEN_CHECK_TOLERANCE = 0.05
 
-    def __init__(self, model: nn.Module, *, attention: str = "auto"):
+    def __init__(self, model: nn.Module, *, attention: str = "auto", compile: CompileMode = "auto"):
         # model is a Qwen3Model (the decoder without the LM head)
         self.model = model
         config = model.config
@@ -229,7 +230,7 @@ class PackedDecoder:
         weight = model.embed_tokens.weight
         #: compiled elementwise chains (q/k norm + RoPE, RMSNorm), eager when unavailable
         self.kernels = FusedKernels(
-            enabled=compile_wanted(config.hidden_size, weight.device, weight.dtype)
+            enabled=compile_wanted(config.hidden_size, weight.device, weight.dtype, compile)
         )
 
     def reset(self) -> None:
@@ -418,7 +419,10 @@ class Qwen3RerankerBackend:
         device: torch.device,
         dtype: torch.dtype,
         max_length: int,
+        compile: CompileMode = "auto",
     ):
+        """Load the model in ``path`` on ``device`` in ``dtype``; ``compile``: whether its
+        CPU kernels compile (:func:`finerank.models.fused.compile_wanted`)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.device = device
@@ -438,7 +442,7 @@ class Qwen3RerankerBackend:
         self.head = head[[self.no_id, self.yes_id]].detach().to(device, torch.float32).clone()
         self.decoder_model = causal.model.to(device).eval()
         del causal
-        self.decoder = PackedDecoder(self.decoder_model)
+        self.decoder = PackedDecoder(self.decoder_model, compile=compile)
         self.template = build_template(self.tokenizer, max_length)
 
     def encode(

@@ -33,11 +33,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from finerank.errors import InvalidInputError, ModelLoadError, ServiceUnavailableError
+
+if TYPE_CHECKING:
+    from finerank.models.fused import CompileMode
 
 QWEN3_EOS_TOKEN = "<|endoftext|>"
 QWEN3_EOS_ID = 151643
@@ -284,10 +287,13 @@ class Embedder(ABC):
         max_batch_tokens: int = 16384,
         api_key: str | None = None,
         remote_model: str | None = None,
+        compile: CompileMode = "auto",
     ) -> Embedder:
         """Load an embedder (see the module docstring for how the kind is chosen).
 
         ``dimensions`` fixes a smaller output size (Matryoshka: cut, then normalise).
+        ``compile``: whether a Qwen3 model's CPU kernels compile (``compile=`` of
+        :meth:`finerank.Reranker.from_pretrained`).
 
         Example:
             >>> Embedder.from_pretrained("/no/such/model")
@@ -312,6 +318,7 @@ class Embedder(ABC):
                 dimensions=dimensions,
                 max_length=max_length,
                 max_batch_tokens=max_batch_tokens,
+                compile=compile,
             )
         return SentenceTransformerEmbedder(
             path, device=device, dimensions=dimensions, max_batch_tokens=max_batch_tokens
@@ -337,6 +344,7 @@ class Qwen3Embedder(Embedder):
         dimensions: int | None = None,
         max_length: int = 8192,
         max_batch_tokens: int = 16384,
+        compile: CompileMode = "auto",
     ):
         import torch
         from transformers import AutoModel, AutoTokenizer
@@ -358,7 +366,7 @@ class Qwen3Embedder(Embedder):
             model = AutoModel.from_pretrained(str(self.path), dtype=self.dtype)
         # AutoModel on a *ForCausalLM checkpoint gives the bare decoder, as the model card does
         self.model = getattr(model, "model", model).to(self.device).eval()
-        self.decoder = PackedDecoder(self.model)
+        self.decoder = PackedDecoder(self.model, compile=compile)
         eos = self.tokenizer.convert_tokens_to_ids(QWEN3_EOS_TOKEN)
         self.eos_id = int(eos) if isinstance(eos, int) else QWEN3_EOS_ID
         self.max_dimension = int(self.model.config.hidden_size)

@@ -75,3 +75,25 @@ def test_rerank_errors_are_one_line(qwen3_reranker_dir, tmp_path):
     args = ["rerank", "-m", str(qwen3_reranker_dir), "-q", "q", "-f", str(bad)]
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and "bad.jsonl:1" in result.output
+
+
+def test_one_shot_rerank_stays_eager_unless_compiling_is_forced(qwen3_reranker_dir, monkeypatch):
+    import torch
+
+    from finerank.models import fused
+
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: compiled.append(fn) or fn)
+    # the tiny model counts as big: in bf16 its kernels compile under auto (servers)
+    monkeypatch.setattr(fused, "COMPILE_MIN_HIDDEN", 64)
+    monkeypatch.delenv(fused.COMPILE_ENV, raising=False)
+    assert fused.compile_wanted(64, torch.device("cpu"), torch.bfloat16)
+    args = ["rerank", "-m", str(qwen3_reranker_dir), "-q", "q", "-d", "a document", "--json"]
+    args += ["--device", "cpu", "--dtype", "bfloat16"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert compiled == []  # one request: eager
+    monkeypatch.setenv(fused.COMPILE_ENV, "1")
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert sorted(fn.__name__ for fn in compiled) == ["qk_norm_rope", "rms_norm"]

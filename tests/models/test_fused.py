@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers.models.qwen3.modeling_qwen3 import Qwen3RMSNorm
 
+from finerank.errors import InvalidInputError
 from finerank.models import fused
 from finerank.models.fused import FusedKernels, compile_wanted, qk_norm_rope, rms_norm
 from finerank.models.qwen3 import PackedDecoder, _rope
@@ -64,6 +65,22 @@ def test_compile_setting(monkeypatch):
     monkeypatch.setenv(fused.COMPILE_ENV, "1")  # fp32 and tiny models too
     assert compile_wanted(64, cpu, fp32) and compile_wanted(1024, cpu, fp32)
     assert not compile_wanted(1024, torch.device("cuda"), bf16)
+
+
+def test_compile_mode_is_what_auto_means_and_the_environment_overrides_it(monkeypatch):
+    cpu, bf16, fp32 = torch.device("cpu"), torch.bfloat16, torch.float32
+    monkeypatch.delenv(fused.COMPILE_ENV, raising=False)
+    assert not compile_wanted(1024, cpu, bf16, "off")  # a one-shot command: eager
+    assert compile_wanted(64, cpu, fp32, "on")  # fp32 and tiny models too
+    assert not compile_wanted(1024, torch.device("cuda"), bf16, "on")  # CPU only
+    monkeypatch.setenv(fused.COMPILE_ENV, "1")
+    assert compile_wanted(1024, cpu, bf16, "off")  # the operator's switch wins
+    monkeypatch.setenv(fused.COMPILE_ENV, "0")
+    assert not compile_wanted(64, cpu, fp32, "on")
+    monkeypatch.setenv(fused.COMPILE_ENV, "auto")  # explicit auto leaves the mode
+    assert not compile_wanted(1024, cpu, bf16, "off") and compile_wanted(64, cpu, fp32, "on")
+    with pytest.raises(InvalidInputError, match="compile must be 'auto', 'on' or 'off'"):
+        compile_wanted(1024, cpu, bf16, "yes")
 
 
 def test_pending_until_every_function_ran(monkeypatch):
@@ -145,14 +162,3 @@ def test_compiled_decoder_scores_like_eager(qwen3_reranker, monkeypatch):
     torch.testing.assert_close(
         compiled.last_hidden(other), eager.last_hidden(other), atol=1e-5, rtol=1e-5
     )
-
-
-def test_one_shot_processes_stay_eager_unless_asked(monkeypatch):
-    monkeypatch.delenv(fused.COMPILE_ENV, raising=False)
-    kernels = FusedKernels(enabled=True)
-    fused.skip_for_one_shot(kernels)
-    assert not kernels.enabled and not kernels.pending  # auto: `finerank rerank` runs eager
-    monkeypatch.setenv(fused.COMPILE_ENV, "1")
-    kernels = FusedKernels(enabled=True)
-    fused.skip_for_one_shot(kernels)
-    assert kernels.enabled
