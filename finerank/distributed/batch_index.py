@@ -119,7 +119,11 @@ def _chunk_files(
 
 
 class EmbedWorker:
-    """Ray actor: one embedding model; turns chunk records into stored points."""
+    """Ray actor: one embedding model; turns chunk records into stored points.
+
+    When the model's kernels compile (bf16 on CPU), it warms up once at start like a server
+    (:meth:`~finerank.retrieval.embedder.Embedder.warm_up`, logged): no batch pays for it.
+    """
 
     def __init__(self, settings: Settings):
         from finerank.runtime import Runtime
@@ -127,6 +131,8 @@ class EmbedWorker:
         self.settings = settings
         self.runtime = Runtime(settings)
         self.embedder = self.runtime.embedder() if self.runtime.has("embedder") else None
+        if self.embedder is not None:
+            self.embedder.warm_up()
 
     def identity(self) -> tuple[str | None, int | None, str | None]:
         """(name, dimension, source) of the embedder, as the collection spec records them."""

@@ -209,6 +209,10 @@ def plan_parts(table: pa.Table, part_size: int) -> _Plan:
 class PairScorer:
     """Ray Data callable class: loads the model once, scores ``pyarrow`` batches.
 
+    When the model's kernels compile (bf16 on CPU, see :mod:`finerank.models.fused`), the
+    actor warms up once at start like a server (:meth:`ScoringEngine.warm_up`, logged), so no
+    batch pays for compiling.
+
     Consecutive rows with the same (instruction, query) are prepared together so the
     engine computes the shared prefix once; all groups of a batch go through one packed run.
     A batch that fails is retried group by group, then pair by pair, so one bad pair costs
@@ -224,6 +228,7 @@ class PairScorer:
 
             reranker = Runtime(settings).reranker()
         self.reranker = reranker
+        reranker.engine.warm_up()
 
     def _score_groups(self, groups: Sequence[tuple[str, str | None, list[str]]]) -> list[float]:
         engine = self.reranker.engine
@@ -314,7 +319,7 @@ class Progress:
 @dataclass(frozen=True)
 class BatchRerankSummary:
     """What a run did. ``pairs_per_second`` counts pairs scored in this run over its wall
-    time (Ray start-up and model loading included); ``actor_seconds`` is the time actors
+    time (Ray start-up, model loading and warm-up included); ``actor_seconds`` is the time actors
     spent inside the model, so ``pairs_per_actor_second`` is the speed of one replica."""
 
     output: str

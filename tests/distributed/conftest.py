@@ -40,6 +40,19 @@ def ray_cluster():
     ray.shutdown()
 
 
+@pytest.fixture
+def compiles(monkeypatch) -> list[str]:
+    """Names of the functions ``torch.compile`` is asked for; every model compiles (also the
+    tiny fp32 ones) and the "compiled" function is the eager one (the real compiler is tested
+    in tests/models/test_fused.py; here: when it runs)."""
+    import torch
+
+    names: list[str] = []
+    monkeypatch.setenv("FINERANK_COMPILE", "1")
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: names.append(fn.__name__) or fn)
+    return names
+
+
 def make_pairs(seed: int, queries: int, max_docs: int, *, instructions: bool = False) -> list[dict]:
     """Random (query, document) rows; some queries get an instruction, some get none."""
     rng = random.Random(seed)

@@ -52,6 +52,20 @@ def assert_same_collection(got, expected) -> None:
         assert np.allclose(got_points[pid][2], dense, atol=1e-5)
 
 
+def test_an_embedding_actor_compiles_at_start(tmp_path, qwen3_embedding_dir, compiles):
+    from finerank.distributed.batch_index import EmbedWorker
+    from finerank.settings import Settings
+
+    settings = Settings(
+        embedding_model=str(qwen3_embedding_dir), device="cpu", data_dir=tmp_path / "qdrant"
+    )
+    worker = EmbedWorker(settings)  # what a Ray actor runs at start
+    assert sorted(compiles) == ["qk_norm_rope", "rms_norm"]
+    assert not worker.embedder.decoder.kernels.pending
+    worker.embedder.embed(["a chunk of text"])
+    assert len(compiles) == 2  # the first batch compiled nothing
+
+
 @pytest.mark.ray
 def test_batch_index_builds_the_same_collection_as_index(
     ray_cluster, tmp_path, shared_data, qwen3_embedding_dir

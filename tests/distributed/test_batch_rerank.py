@@ -129,6 +129,19 @@ def test_one_failing_pair_costs_one_error_row(qwen3_reranker_dir, qwen3_reranker
     assert got == pytest.approx(expected, abs=1e-6)
 
 
+def test_an_actor_compiles_at_start_not_in_its_first_batch(qwen3_reranker_dir, compiles, caplog):
+    settings = Settings(model=str(qwen3_reranker_dir), device="cpu", dtype="float32")
+    with caplog.at_level("INFO", logger="finerank.models.fused"):
+        scorer = PairScorer(settings)  # what a Ray actor runs at start: Runtime, then warm-up
+    assert sorted(compiles) == ["qk_norm_rope", "rms_norm"]
+    assert not scorer.reranker.backend.warm_up_due
+    assert "warm-up forward (compiling kernels) took" in caplog.text
+    docs = ["contract law", "river sky"]
+    batch = pa.table({"_part": [0, 0], "_row": [0, 1], "query": ["law"] * 2, "document": docs})
+    out = scorer(batch)
+    assert out["error"].to_pylist() == [None, None] and len(compiles) == 2  # nothing new
+
+
 # ---- on the local Ray cluster ------------------------------------------------------------
 @pytest.mark.ray
 def test_interrupted_job_resumes_and_equals_in_process_scores(
