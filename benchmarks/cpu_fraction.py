@@ -44,6 +44,7 @@ from finerank.bench.runner import (
     default_data_dir,
     ensure_model,
 )
+from finerank.models.allocator import keep_buffers_in_heap
 from finerank.models.attention import CPU_ROW_MULTIPLE
 
 # profiler op names -> where the time goes
@@ -250,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     threads = torch.get_num_threads()
     print(f"load average before {load_before}, after {load_after}; threads {threads}")
+    print(keep_buffers_in_heap())
     print(
         "| variant | dtype | pairs | GFLOP | fraction of ceiling (median, min-max) | pairs/s "
         "| ceiling GFLOP/s |"
@@ -274,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                     "layers": args.layers,
                     "clock": args.clock,
                     "threads": torch.get_num_threads(),
+                    "allocator": keep_buffers_in_heap(),
                     "load_average_before": load_before,
                     "load_average_after": load_after,
                     "summary": summary,

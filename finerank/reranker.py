@@ -28,6 +28,7 @@ from finerank.engine.engine import (
     sigmoid,
 )
 from finerank.errors import InvalidInputError
+from finerank.models.allocator import keep_buffers_in_heap
 from finerank.models.fused import CompileMode, check_compile_mode
 from finerank.models.loading import pick_device, pick_dtype, quiet_transformers, resolve_model
 
@@ -90,6 +91,8 @@ class Reranker:
         resolved = resolve_model(name_or_path, family)
         torch_device = pick_device(device)
         torch_dtype = pick_dtype(dtype, torch_device)
+        if torch_device.type == "cpu":
+            keep_buffers_in_heap()
         quiet_transformers()
         options = dict(device=torch_device, dtype=torch_dtype, max_length=max_length)
         if resolved.family == "qwen3":

@@ -762,6 +762,10 @@ def _environment(device: torch.device) -> dict:
     env["load_average_at_start"] = _load_average()
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
+    else:  # what every model loaded on CPU does first, here before the first load
+        from finerank.models.allocator import keep_buffers_in_heap
+
+        env["allocator"] = keep_buffers_in_heap()
     return env
 
 

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from finerank.errors import QueueFullError, ServiceUnavailableError
+from finerank.models import allocator
 
 logger = logging.getLogger(__name__)
 
@@ -252,6 +253,7 @@ class BatchScheduler:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._busy = False  # jobs arrived while the last run was going
+        self._released_idle = True  # no run since this worker last went idle
         self._listeners: list[Callable[[BatchStats], None]] = []
         self.dropped_jobs = 0
         self.dropped_pairs = 0
@@ -348,7 +350,15 @@ class BatchScheduler:
             while not self._queue:
                 if self._stopping:
                     return None
-                self._cond.wait()
+                # once idle for a while, give the forwards' freed heap memory back (once)
+                wait = None if self._released_idle else allocator.IDLE_RELEASE_S
+                if not self._cond.wait(wait):
+                    self._released_idle = True
+                    self._cond.release()  # submitters need not wait for the release
+                    try:
+                        allocator.release_when_idle()
+                    finally:
+                        self._cond.acquire()
             if self._busy and self.batch_wait_s > 0:
                 deadline = time.monotonic() + self.batch_wait_s
                 while self._queued_tokens_up_to_budget() < self.max_batch_tokens:
@@ -421,8 +431,10 @@ class BatchScheduler:
             times = part.job.future.times
             if times.first_batch_start is None:
                 times.first_batch_start = started
+        self._released_idle = False
         try:
-            outputs = self._run_items(items)
+            with allocator.model_run():
+                outputs = self._run_items(items)
         except Exception as exc:  # noqa: BLE001 - isolated below, or given to the one caller
             if len(batch) == 1:
                 logger.error("a run of %d items failed: %s", len(items), exc)

@@ -349,6 +349,7 @@ class Qwen3Embedder(Embedder):
         import torch
         from transformers import AutoModel, AutoTokenizer
 
+        from finerank.models.allocator import keep_buffers_in_heap
         from finerank.models.loading import pick_device, pick_dtype, reading_model_files
         from finerank.models.qwen3 import PackedDecoder
 
@@ -357,6 +358,8 @@ class Qwen3Embedder(Embedder):
         self.source = str(path)
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
+        if self.device.type == "cpu":
+            keep_buffers_in_heap()
         if max_length < 2:
             raise InvalidInputError("max_length must be at least 2")
         self.max_length = max_length
@@ -436,12 +439,15 @@ class SentenceTransformerEmbedder(Embedder):
             raise ModelLoadError(
                 "sentence-transformers is needed for this model: pip install sentence-transformers"
             ) from exc
+        from finerank.models.allocator import keep_buffers_in_heap
         from finerank.models.loading import pick_device, reading_model_files
 
         self.path = Path(path)
         self.name = self.path.name if self.path.name != "model" else self.path.parent.name
         self.source = str(path)
         torch_device = pick_device(device)
+        if torch_device.type == "cpu":
+            keep_buffers_in_heap()
         with reading_model_files(path, what="sentence-transformers model"):
             self.model = SentenceTransformer(
                 str(self.path), device=str(torch_device), local_files_only=True

@@ -8,6 +8,7 @@ import pytest
 
 from finerank.engine.scheduler import BatchScheduler, prefix_shared_token_count
 from finerank.errors import QueueFullError, ServiceUnavailableError
+from finerank.models import allocator
 from tests.server.conftest import GatedEngine
 
 QUERIES = ["capital of France", "how do rivers form", "tax law for companies", "python typing"]
@@ -268,5 +269,31 @@ def test_out_of_memory_halves_the_run_and_loses_nothing(qwen3_reranker):
         got = scheduler.submit(prepared.items).result(10)
         assert got == pytest.approx(qwen3_reranker.engine.run(prepared.items), abs=1e-5)
         assert engine.run_sizes == [12, 6, 3, 3, 6, 3, 3]
+    finally:
+        scheduler.stop()
+
+
+def test_an_idle_worker_gives_memory_back_once_per_idle_spell(qwen3_reranker, monkeypatch):
+    released: list[float] = []
+    monkeypatch.setattr(allocator, "IDLE_RELEASE_S", 0.05)
+    monkeypatch.setattr(allocator, "release_when_idle", lambda: released.append(1.0) or True)
+    scheduler = BatchScheduler(qwen3_reranker.engine, batch_wait_ms=0)
+    scheduler.start()
+
+    def wait_for(count: int) -> None:
+        deadline = time.monotonic() + 10
+        while len(released) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    try:
+        time.sleep(0.3)
+        assert released == []  # nothing ran yet: nothing to give back
+        scheduler.submit(_prepared(qwen3_reranker, QUERIES[0]).items).result(10)
+        wait_for(1)
+        time.sleep(0.3)
+        assert len(released) == 1  # once, not every IDLE_RELEASE_S
+        scheduler.submit(_prepared(qwen3_reranker, QUERIES[1]).items).result(10)
+        wait_for(2)
+        assert len(released) == 2
     finally:
         scheduler.stop()
