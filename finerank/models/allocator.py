@@ -25,8 +25,9 @@ the engine's schedulers call :func:`release_when_idle` when they have had no wor
 :data:`IDLE_RELEASE_S` seconds and no model run is going (``malloc_trim``: 0.1 s; the next
 request faults its pages in once, about 1 s of CPU on a 200-pair fp32 pack).
 ``FINERANK_MALLOC=0`` keeps glibc's defaults; so does a preloaded allocator (``LD_PRELOAD``
-naming jemalloc, tcmalloc or mimalloc) or malloc settings of your own (``MALLOC_*_`` or a
-``glibc.malloc`` tunable in ``GLIBC_TUNABLES``). Non-glibc systems are left alone.
+naming jemalloc, tcmalloc or mimalloc) or malloc settings of your own (any ``MALLOC_*``
+variable, e.g. ``MALLOC_ARENA_MAX``, or a ``glibc.malloc`` tunable in ``GLIBC_TUNABLES``).
+Non-glibc systems are left alone.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def _user_choice(environ) -> str | None:
     for name in _PRELOADED_ALLOCATORS:
         if name in preload:
             return f"{name} preloaded"
-    own = sorted(k for k in environ if k.startswith("MALLOC_") and k.endswith("_"))
+    own = sorted(k for k in environ if k.startswith("MALLOC_"))  # glibc's or jemalloc's
     if own:
         return f"{own[0]} set"
     if "glibc.malloc." in environ.get("GLIBC_TUNABLES", ""):

@@ -83,7 +83,8 @@ def test_finerank_malloc_0_keeps_glibcs_defaults():
         ({"FINERANK_MALLOC": "off"}, "FINERANK_MALLOC=0"),
         ({"LD_PRELOAD": "/usr/lib/libjemalloc.so.2"}, "jemalloc preloaded"),
         ({"LD_PRELOAD": "libtcmalloc_minimal.so.4"}, "tcmalloc preloaded"),
-        ({"MALLOC_ARENA_MAX_": "2"}, "MALLOC_ARENA_MAX_ set"),
+        ({"MALLOC_ARENA_MAX": "2"}, "MALLOC_ARENA_MAX set"),
+        ({"MALLOC_MMAP_THRESHOLD_": "65536"}, "MALLOC_MMAP_THRESHOLD_ set"),
         ({"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=65536"}, "GLIBC_TUNABLES sets"),
     ],
 )
