@@ -42,6 +42,7 @@ from finerank.bench.runner import (  # noqa: E402
     ensure_model,
     seed_workload,
 )
+from finerank.models.allocator import keep_buffers_in_heap, trim  # noqa: E402
 
 #: llama.cpp's GGUF type per dtype (``--gguf`` adds others, e.g. q8_0)
 GGUF_TYPES = {"float32": "f32", "bfloat16": "bf16"}
@@ -100,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"unknown contenders {unknown}: choose from {', '.join(CONTENDERS)}")
     load_average = [os.getloadavg()]
+    # every contender runs in this one process, so under the same malloc settings: set them
+    # before the first load, not when finerank's loads
+    allocator = keep_buffers_in_heap()
 
     # (contender, precision label) -> loaded contender; llama.cpp gets one per GGUF type
     loaded: dict[tuple[str, str], object] = {}
@@ -114,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                     variants += [g for g in args.gguf.split(",") if g]
             for gguf in variants:
                 label = gguf.upper() if gguf else dtype
+                trim()  # not the free memory the last contender's warm-up left in the heap
                 before = _rss_bytes()
                 try:
                     contender = make_contender(
@@ -177,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "load_average": load_average,
+        "allocator": allocator,
         "rounds": args.rounds,
         "skipped": skipped,
         "runs": runs,
@@ -201,6 +207,7 @@ def merge(paths: list[Path], out: Path) -> int:
     merged["skipped"] = []
     merged["load_average"] = [x for r in results for x in r["load_average"]]
     merged["torch"] = ", ".join(sorted({r["torch"] for r in results}))
+    merged["allocator"] = "; ".join(sorted({r.get("allocator", "not recorded") for r in results}))
     for r in results:
         merged["runs"].update(r["runs"])
     ran = {run["contender"] for run in merged["runs"].values()}
@@ -268,6 +275,10 @@ def markdown(result: dict) -> str:
         f"{result['threads']} threads, torch {result['torch']}, {result['rounds']} rounds; "
         f"load average {loads[0][0]:.1f} at start, {loads[-1][0]:.1f} at the end.",
     ]
+    if "allocator" in result:
+        lines.append(
+            f"All contenders of a run share its process and malloc settings: {result['allocator']}."
+        )
     if result.get("agreement_baseline", "reference") != "reference":
         lines.append(
             "The reference code was not in this run: agreement is against finerank fp32 "

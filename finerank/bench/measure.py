@@ -72,6 +72,9 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self._start = torch.cuda.memory_allocated(self.device)
         else:
+            from finerank.models.allocator import trim
+
+            trim()  # start from what is in use, not from free memory the heap keeps
             self._start = _rss_bytes()
             self._peak = self._start
             self._thread = threading.Thread(target=self._sample, daemon=True)

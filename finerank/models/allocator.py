@@ -173,6 +173,18 @@ def release_when_idle(idle_s: float = IDLE_RELEASE_S) -> bool:
             return False
         _released = True
     started = time.perf_counter()
-    _libc.malloc_trim(0)
+    trim()
     logger.debug("idle: free heap memory released in %.3f s", time.perf_counter() - started)
     return True
+
+
+def trim() -> None:
+    """Give the heap's free memory back now (``malloc_trim``), when the thresholds were raised
+    (a no-op otherwise: glibc then trims by itself). Memory measurements call it first, so the
+    level they start from is what is in use, not what the heap keeps.
+
+    Example:
+        >>> trim()
+    """
+    if _libc is not None:
+        _libc.malloc_trim(0)
