@@ -9,6 +9,9 @@ and projects only the final hidden state of each sequence onto the two output ro
 
 from __future__ import annotations
 
+import inspect
+import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +38,8 @@ from finerank.models.template import (
     YES_TOKEN,
     format_body,
 )
+
+logger = logging.getLogger(__name__)
 
 # Above this many tokens a sequence with a shared prefix would need a large explicit mask;
 # the engine runs such sequences standalone (pure causal, no mask) instead.
@@ -174,9 +179,56 @@ _PROJECTIONS = "_finerank_projections"
 def _load_varlen_attn():
     try:
         from torch.nn.attention.varlen import varlen_attn
-    except ImportError:  # older torch
+    except ImportError:  # torch < 2.10
         return None
-    return varlen_attn
+    return adapt_varlen_attn(varlen_attn)
+
+
+def adapt_varlen_attn(varlen_attn):
+    """``varlen_attn`` callable as PyTorch 2.12+ declares it (``scale``, ``window_size`` and
+    ``enable_gqa`` keywords), whichever release ``torch.nn.attention.varlen`` comes from.
+
+    2.12+ take all three. 2.11 takes ``scale`` and ``window_size`` but not ``enable_gqa``
+    (its flash kernel takes fewer key/value heads as they are); 2.10 takes only a positional
+    ``is_causal`` (the kernel's own scale, ``head_dim ** -0.5``, is Qwen3's). Passing
+    ``enable_gqa`` to 2.11 raised TypeError, which switched the kernel off.
+
+    Example:
+        >>> def torch_2_10(q, k, v, cu_q, cu_k, max_q, max_k, is_causal=False):
+        ...     return is_causal
+        >>> q = torch.zeros(3, 4, 16)
+        >>> adapt_varlen_attn(torch_2_10)(q, q, q, None, None, 3, 3,
+        ...                               scale=0.25, window_size=(-1, 0), enable_gqa=False)
+        True
+    """
+    accepted = inspect.signature(varlen_attn).parameters
+    if "enable_gqa" in accepted:
+        return varlen_attn
+    with_window = "window_size" in accepted
+
+    def attend(q, k, v, cu_q, cu_k, max_q, max_k, *, scale, window_size, enable_gqa):
+        if with_window:
+            window = tuple(window_size)  # 2.11 compares it with (-1, 0) for is_causal
+            return varlen_attn(q, k, v, cu_q, cu_k, max_q, max_k, scale=scale, window_size=window)
+        if tuple(window_size) not in ((-1, 0), (-1, -1)) or (
+            scale is not None and not math.isclose(scale, q.shape[-1] ** -0.5)
+        ):
+            raise NotImplementedError("this PyTorch's varlen_attn has no scale or window")
+        return varlen_attn(q, k, v, cu_q, cu_k, max_q, max_k, tuple(window_size) == (-1, 0))
+
+    return attend
+
+
+def relative_difference(got: torch.Tensor, want: torch.Tensor) -> float:
+    """``||got - want|| / ||want||`` (Frobenius, in fp64): how far two attention paths' hidden
+    states are apart, independent of the hidden states' scale.
+
+    Example:
+        >>> relative_difference(torch.tensor([0.0, 4.0]), torch.tensor([0.0, 5.0]))
+        0.2
+    """
+    want = want.double()
+    return float((got.double() - want).norm() / want.norm().clamp_min(1e-300))
 
 
 class PackedDecoder:
@@ -205,7 +257,9 @@ class PackedDecoder:
         torch.Size([n_members, hidden_size])
     """
 
-    #: max |difference| between the varlen and SDPA paths accepted by the first-use check
+    #: max :func:`relative_difference` of the varlen and SDPA paths' hidden states accepted by
+    #: the first-use check: bf16 paths differ by ~1e-3-1e-2; a wrong mask or head mapping by
+    #: >0.2 (an absolute bound on hidden states would scale with the model's activations)
     VARLEN_CHECK_TOLERANCE = 0.05
 
     def __init__(self, model: nn.Module, *, attention: str = "auto", compile: CompileMode = "auto"):
@@ -225,6 +279,9 @@ class PackedDecoder:
         self.attention = attention
         self._varlen = _load_varlen_attn() if attention not in ("sdpa", "buckets") else None
         self._varlen_checked = attention == "varlen"
+        #: the first-use check's outcome once it ran: ``kept``, ``relative_difference`` (see
+        #: :func:`relative_difference`) or ``error`` (the kernel raised); None before
+        self.varlen_check: dict | None = None
         #: CPU packs are padded to a multiple of this many rows (1: no padding)
         self.row_multiple = CPU_ROW_MULTIPLE
         weight = model.embed_tokens.weight
@@ -255,6 +312,7 @@ class PackedDecoder:
     def last_hidden(self, pack: Pack) -> torch.Tensor:
         """Final-norm hidden state at the last token of every member, in member order."""
         weight = self.model.embed_tokens.weight
+        varlen = self._use_varlen(weight.device, weight.dtype)
         layout = build_layout(
             pack,
             weight.device,
@@ -263,22 +321,37 @@ class PackedDecoder:
             num_kv_heads=self.num_kv_heads,
             pad_to=self.row_multiple if weight.device.type == "cpu" else 1,
         )
-        if self._use_varlen(weight.device, weight.dtype):
+        if varlen:
             if not self._varlen_checked:
-                try:
-                    fast = self._run(layout, varlen=True)
-                except torch.OutOfMemoryError:
-                    raise  # not the kernel's fault: the engine halves the pack, checked then
-                except Exception:  # kernel missing for this GPU / dtype: keep SDPA
-                    self._varlen, self._varlen_checked = None, True
-                    return self._run(layout, varlen=False)
-                exact = self._run(layout, varlen=False)
-                self._varlen_checked = True
-                if (fast.float() - exact.float()).abs().max() > self.VARLEN_CHECK_TOLERANCE:
-                    self._varlen = None
-                return exact
+                return self._check_varlen(layout)
             return self._run(layout, varlen=True)
         return self._run(layout, varlen=False)
+
+    def _check_varlen(self, layout: PackLayout) -> torch.Tensor:
+        """First use of the varlen kernel: run both paths, keep the kernel when they agree
+        within :attr:`VARLEN_CHECK_TOLERANCE` (relative), SDPA for good otherwise; logged and
+        recorded in :attr:`varlen_check`. Returns the SDPA result."""
+        try:
+            fast = self._run(layout, varlen=True)
+        except torch.OutOfMemoryError:
+            raise  # not the kernel's fault: the engine halves the pack, checked then
+        except Exception as error:  # kernel missing for this GPU / dtype / torch: keep SDPA
+            self._varlen, self._varlen_checked = None, True
+            self.varlen_check = {"kept": False, "error": f"{type(error).__name__}: {error}"}
+            logger.warning("varlen attention kernel failed, using SDPA: %s", error)
+            return self._run(layout, varlen=False)
+        exact = self._run(layout, varlen=False)
+        self._varlen_checked = True
+        difference = relative_difference(fast, exact)
+        kept = difference <= self.VARLEN_CHECK_TOLERANCE  # False for NaN too
+        self.varlen_check = {"kept": kept, "relative_difference": difference}
+        if not kept:
+            self._varlen = None
+            logger.warning(
+                "varlen attention kernel differs from SDPA by %.3g (relative), using SDPA",
+                difference,
+            )
+        return exact
 
     def _projections(self, layer, device: torch.device):
         projections = getattr(layer, _PROJECTIONS, None)

@@ -4,13 +4,15 @@ first-use self-check that switches a wrong kernel off."""
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from finerank.models import attention
 from finerank.models.base import Pack, PackGroup
-from finerank.models.qwen3 import PackedDecoder, build_layout
+from finerank.models.qwen3 import PackedDecoder, adapt_varlen_attn, build_layout
 from tests.engine.conftest import INSTRUCTION, QUERY, sentences
 
 
@@ -63,7 +65,44 @@ def test_wrong_varlen_kernel_is_switched_off(qwen3_reranker, mixed_docs, monkeyp
     expected = PackedDecoder(model, attention="sdpa").last_hidden(pack)
     torch.testing.assert_close(decoder.last_hidden(pack), expected)  # checked: exact answer
     assert decoder._varlen is None  # ... and the kernel is off from now on
+    check = decoder.varlen_check  # recorded for reports (the GPU proof kit's JSON)
+    assert not check["kept"] and check["relative_difference"] > PackedDecoder.VARLEN_CHECK_TOLERANCE
     torch.testing.assert_close(decoder.last_hidden(pack), expected)
+
+
+def _gqa(q, k) -> bool:
+    return q.shape[1] != k.shape[1]
+
+
+def torch_2_11_varlen(q, k, v, cu_q, cu_k, max_q, max_k, *, return_aux=None, scale=None,
+                      window_size=(-1, -1)):  # fmt: skip
+    """torch 2.11's signature (no enable_gqa: its kernel takes fewer key/value heads as is)."""
+    return emulated_varlen(q, k, v, cu_q, cu_k, max_q, max_k, scale=scale,
+                           window_size=window_size, enable_gqa=_gqa(q, k))  # fmt: skip
+
+
+def torch_2_10_varlen(q, k, v, cu_q, cu_k, max_q, max_k, is_causal=False, return_aux=None):
+    """torch 2.10's signature: positional is_causal, the kernel's default scale."""
+    window = (-1, 0) if is_causal else (-1, -1)
+    return emulated_varlen(q, k, v, cu_q, cu_k, max_q, max_k, scale=None,
+                           window_size=window, enable_gqa=_gqa(q, k))  # fmt: skip
+
+
+@pytest.mark.parametrize("kernel", [torch_2_10_varlen, torch_2_11_varlen])
+def test_older_torch_varlen_signatures_are_adapted(qwen3_reranker, mixed_docs, kernel):
+    model = qwen3_reranker.backend.decoder_model
+    assert model.config.num_attention_heads != model.config.num_key_value_heads  # GQA
+    varlen = PackedDecoder(model, attention="varlen")
+    varlen._varlen = adapt_varlen_attn(kernel)
+    pack = _packs(qwen3_reranker, mixed_docs)[0]
+    expected = PackedDecoder(model, attention="sdpa").last_hidden(pack)
+    torch.testing.assert_close(varlen.last_hidden(pack), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_this_torch_varlen_is_called_as_it_is():
+    varlen = pytest.importorskip("torch.nn.attention.varlen")
+    if "enable_gqa" in inspect.signature(varlen.varlen_attn).parameters:
+        assert adapt_varlen_attn(varlen.varlen_attn) is varlen.varlen_attn
 
 
 def test_oom_in_the_varlen_check_keeps_the_kernel(qwen3_reranker, mixed_docs, monkeypatch):
