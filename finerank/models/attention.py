@@ -161,11 +161,13 @@ def build_layout(
     num_heads: int = 1,
     num_kv_heads: int = 1,
     pad_to: int = 1,
+    groups: bool = True,
 ) -> PackLayout:
     """Token ids, positions, segments and attention plan of ``pack``.
 
     ``buckets=True`` attends segments of up to :data:`BUCKET_MAX_ROWS` rows in buckets (CPU);
-    the rest (all of them otherwise) in SDPA groups. Head counts size the bucket indices.
+    the rest (all of them otherwise) in SDPA groups (``groups=False``: none, for a pack only
+    the variable-length kernel reads). Head counts size the bucket indices.
     ``pad_to`` rounds the row count up to a multiple with rows no segment covers (see
     :data:`CPU_ROW_MULTIPLE`).
 
@@ -204,7 +206,7 @@ def build_layout(
     )
     short = [s for s in segments if buckets and s.rows <= BUCKET_MAX_ROWS]
     long = [s for s in segments if not (buckets and s.rows <= BUCKET_MAX_ROWS)]
-    layout.groups = _groups(long, device)
+    layout.groups = _groups(long, device) if groups else []
     if short:
         _add_buckets(layout, short, num_heads, num_kv_heads, device)
     return layout

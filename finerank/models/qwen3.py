@@ -320,6 +320,9 @@ class PackedDecoder:
             num_heads=self.num_heads,
             num_kv_heads=self.num_kv_heads,
             pad_to=self.row_multiple if weight.device.type == "cpu" else 1,
+            # the SDPA groups' masks and indices (host-to-device copies, each a stream sync)
+            # only where SDPA may run: not once the varlen kernel passed its check
+            groups=not (varlen and self._varlen_checked),
         )
         if varlen:
             if not self._varlen_checked:
@@ -362,6 +365,8 @@ class PackedDecoder:
         return projections or None
 
     def _run(self, layout: PackLayout, *, varlen: bool) -> torch.Tensor:
+        if varlen:
+            layout.varlen_runs()  # copied to the device now, not mid-forward (a stream sync)
         hidden = self.model.embed_tokens(layout.input_ids)  # [T, D]
         cos, sin = self.model.rotary_emb(hidden, layout.position_ids[None])  # [1, T, d]
         cos, sin = cos[0][:, None, :], sin[0][:, None, :]  # [T, 1, d]
