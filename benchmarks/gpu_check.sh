@@ -9,22 +9,32 @@
 # unpacked into /tmp/finerank-site, and finerank runs from this checkout (PYTHONPATH), on the
 # machine's own torch / transformers / sentence-transformers. Results: $OUT (default
 # ./gpu-check-out): gpu_check.json, summary.md, cuda_tests.xml, gpu_check.log.
+# FINERANK_GIT_COMMIT names the commit in the report where the copy has no .git.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-# what finerank and its tests import that the GPU image does not have (versions: this venv's)
+# What finerank serve and the CUDA tests import that the GPU image lacks (versions: this venv's;
+# the image's list: /work/.library/device/KINDS.md). fastapi >= 0.12x imports opentelemetry-api
+# at import time; pydantic >= 2.12 needs a newer typing-extensions than an image may hold (newer
+# is a superset, safe for torch). No pytest-asyncio: no CUDA test needs it, and one built for
+# another pytest stops pytest at start (gpu_check.py passes -p no:asyncio).
 WHEELS="pydantic pydantic-core pydantic-settings python-dotenv typing-inspection annotated-types
-fastapi starlette uvicorn pytest-asyncio"
+typing-extensions fastapi starlette uvicorn opentelemetry-api"
 
 if [ "${1:-}" = "--fetch-wheels" ]; then
+    # the versions finerank is tested with: this checkout's venv (else the active python)
+    python=python3
+    [ -x .venv/bin/python ] && python=.venv/bin/python
     exclude="$(git rev-parse --git-common-dir)/info/exclude"
     grep -qx '/.whl/' "$exclude" 2>/dev/null || echo '/.whl/' >>"$exclude"
-    mkdir -p .whl
+    rm -rf .whl && mkdir -p .whl  # one version of each: two stop the install there
     for name in $WHEELS; do
-        version=$(python3 -c "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))" "$name") || exit 1
-        python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
-            --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
-            --platform manylinux2014_x86_64 -d .whl "$name==$version" || exit 1
+        version=$("$python" -c "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))" "$name") \
+            || { echo "error: $name is not installed in $python" >&2; exit 1; }
+        "$python" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+            --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+            --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+            "$name==$version" || exit 1
     done
     du -sh .whl && ls .whl
     exit 0
@@ -38,7 +48,14 @@ if compgen -G ".whl/*.whl" >/dev/null; then
     export PYTHONPATH="/tmp/finerank-site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+# nothing outside the GPU machine answers: never wait on the model hub
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 export FINERANK_BENCH_CACHE="${FINERANK_BENCH_CACHE:-/tmp/finerank-bench}"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
-timeout 500 python3 benchmarks/gpu_check.py --out "$OUT" "$@" 2>&1 | tee "$OUT/gpu_check.log"
+{
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+    # what the wheels are for imports (else every server test fails: say which module, first)
+    python3 -c "import fastapi, pydantic, pydantic_settings, starlette, uvicorn" \
+        || echo "warning: finerank's server cannot import here; carry .whl (see --fetch-wheels)"
+} 2>&1 | tee "$OUT/gpu_check.log"
+timeout 500 python3 benchmarks/gpu_check.py --out "$OUT" "$@" 2>&1 | tee -a "$OUT/gpu_check.log"
 exit "${PIPESTATUS[0]}"
