@@ -20,7 +20,11 @@
 
 Results: ``$OUT/gpu_check.json`` (everything) and ``$OUT/summary.md`` (tables), written after
 every step, so a run stopped by its time limit still leaves what it measured. A step that
-would pass ``--budget`` seconds is skipped and says so.
+would pass ``--budget`` seconds is skipped and says so. A step, a contender's load or one
+timed run that raises is recorded under ``errors`` (the exception, the last lines of its
+traceback) and the kit goes on with the rest; the exit code is then 1. The JSON also says
+which library versions ran and which attention path finerank used (``finerank_attention``:
+the varlen flash kernel, or SDPA and why).
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ import statistics
 import subprocess
 import sys
 import time
+import traceback
+from importlib import metadata
 from pathlib import Path
 
 import torch
@@ -62,6 +68,9 @@ from finerank.bench.runner import (  # noqa: E402
 
 DEFAULT_LENGTHS = {"cuda": (128, 512, 1024, 2048, 8192), "cpu": (128, 512)}
 DEFAULT_TOKENS = {"cuda": 131072, "cpu": 1024}
+#: versions recorded in the environment (the GPU image's own, or carried as wheels)
+PACKAGES = ("transformers", "tokenizers", "sentence-transformers", "safetensors", "numpy")
+PACKAGES += ("pydantic", "pydantic-settings", "fastapi", "starlette", "uvicorn", "pytest")
 
 
 def _sync(device: torch.device) -> None:
@@ -70,14 +79,47 @@ def _sync(device: torch.device) -> None:
 
 
 def source_text() -> str:
-    """Text to cut documents from: the PRC law articles when the shared data is there (not on
-    a GPU machine: only the repository travels), else the repository's own documentation."""
+    """Text to cut documents from: the PRC law articles shipped in ``finerank/data`` (they
+    travel with the checkout), else the repository's own documentation."""
     laws = default_data_dir() / "laws" / "articles.jsonl"
     if laws.is_file():
         lines = laws.read_text(encoding="utf-8").splitlines()[:400]
         return "\n".join(json.loads(line)["text"] for line in lines if line.strip())
     pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
     return "\n".join(p.read_text(encoding="utf-8") for p in pages if p.is_file())
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _git_commit() -> str | None:
+    """This checkout's commit; ``$FINERANK_GIT_COMMIT`` where there is no ``.git`` (a copy of
+    the working tree on a GPU machine) or no git."""
+    with contextlib.suppress(OSError):
+        done = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode == 0 and done.stdout.strip():
+            return done.stdout.strip()
+    return os.environ.get("FINERANK_GIT_COMMIT") or None
+
+
+def varlen_signature() -> str | None:
+    """The parameters of this torch's ``varlen_attn`` (None: no such module), for the report."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    import inspect
+
+    return str(inspect.signature(varlen_attn))
 
 
 def environment(device: torch.device) -> dict:
@@ -89,14 +131,10 @@ def environment(device: torch.device) -> dict:
         "cpu_count": os.cpu_count(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "git": _git_commit(),
+        "packages": {name: _version(name) for name in PACKAGES},
+        "varlen_attn": varlen_signature(),
     }
-    with contextlib.suppress(OSError):
-        env["git"] = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         env["gpu"] = props.name
@@ -116,8 +154,11 @@ def environment(device: torch.device) -> dict:
 def run_tests(out: Path, timeout: float) -> dict:
     """``pytest -m cuda tests/cuda``: counts, exit code, the last lines of its output."""
     junit = out / "cuda_tests.xml"
-    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "tests/cuda"]
-    cmd += ["-p", "no:cacheprovider", f"--junitxml={junit}", "-o", "addopts=-ra"]
+    # -v: one line per test, so a timeout shows which test hung; no asyncio plugin: no CUDA
+    # test needs it, and one built for another pytest would stop the whole run at start
+    cmd = [sys.executable, "-m", "pytest", "-v", "-m", "cuda", "tests/cuda"]
+    cmd += ["-p", "no:cacheprovider", "-p", "no:asyncio", f"--junitxml={junit}"]
+    cmd += ["-o", "addopts=-ra"]
     started = time.perf_counter()
     try:
         proc = subprocess.run(
@@ -125,7 +166,13 @@ def run_tests(out: Path, timeout: float) -> dict:
         )
         output, code = proc.stdout + proc.stderr, proc.returncode
     except subprocess.TimeoutExpired as exc:
-        output, code = f"{exc.stdout or ''}\ntimed out after {timeout:.0f} s", 124
+        # what it printed before the kill comes back as bytes, even with text=True
+        printed = b"".join(
+            part if isinstance(part, bytes) else (part or "").encode()
+            for part in (exc.stdout, exc.stderr)
+        )
+        output = printed.decode(errors="replace") + f"\ntimed out after {timeout:.0f} s"
+        code = 124
     found = re.findall(r"(\d+) (passed|failed|skipped|error|errors)", output)
     counts = {word: int(n) for n, word in found}
     return {
@@ -148,6 +195,7 @@ class Check:
             "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "skipped": [],
             "notes": [],
+            "errors": {},
         }
 
     # ---- bookkeeping -------------------------------------------------------------------------
@@ -158,6 +206,27 @@ class Check:
         line = f"{what} skipped: {why}"
         print(line, flush=True)
         self.result["skipped"].append(line)
+
+    def error(self, what: str, exc: BaseException) -> None:
+        """Record ``exc`` under ``errors[what]`` (the run goes on); frees cached GPU memory
+        after an out-of-memory error."""
+        lines = traceback.format_exception(exc)
+        self.result["errors"][what] = {
+            "error": f"{type(exc).__name__}: {exc}"[:2000],
+            "traceback": "".join(lines[-6:])[-4000:],
+        }
+        print(f"ERROR in {what}: {type(exc).__name__}: {exc}", flush=True)
+        if self.device.type == "cuda":
+            with contextlib.suppress(Exception):
+                torch.cuda.empty_cache()
+
+    def step(self, name: str, run) -> None:
+        """Run one step; an exception is recorded, the result saved, and the next step runs."""
+        try:
+            run()
+        except Exception as exc:
+            self.error(name, exc)
+        self.save()
 
     def save(self) -> None:
         self.result["elapsed_s"] = round(time.perf_counter() - self.started, 1)
@@ -228,9 +297,14 @@ class Check:
             except Unavailable as exc:
                 self.skip(name, str(exc))
                 continue
+            except Exception as exc:  # a version of its library that does not fit, say
+                self.error(f"load {name}", exc)
+                continue
             self.contenders[name] = contender
             self.result.setdefault("load_seconds", {})[name] = round(contender.load_seconds, 2)
             print(f"loaded {name} ({contender.load_seconds:.1f} s)", flush=True)
+        if "finerank" not in self.contenders:
+            raise RuntimeError("finerank did not load: nothing to measure")
         self.finerank = self.contenders["finerank"]
         self.tokenizer = self._finerank_reranker().backend.tokenizer
         self.source = source_text()
@@ -249,69 +323,94 @@ class Check:
         return scores, seconds, mem.delta_mb
 
     def throughput(self) -> None:
-        reranker = self._finerank_reranker()
-        rows = []
-        self.result["throughput"] = rows
+        self.result["throughput"] = []
         for length in self.lengths:
-            count = max(2, self.args.tokens_per_point // length)
-            docs = synthetic_documents(self.tokenizer, self.source, length, count)
-            prepared = reranker.engine.prepare(SEED_QUERY, docs, instruction=SEED_INSTRUCTION)
-            tokens = prepared.num_tokens
-            computed = decoder_flops(
-                reranker.backend.decoder_model.config,
-                pack_segments(reranker.engine.plan(prepared.items)),
-            )["total"]
-            row: dict = {"length": length, "pairs": count, "tokens": tokens, "contenders": {}}
-            for contender in self.contenders.values():  # warm-up (kernels, allocator)
-                if self.left() < 30:
-                    break
-                contender.score(SEED_QUERY, docs[: min(4, count)], SEED_INSTRUCTION)
-            samples: dict[str, list[tuple[float, float]]] = {n: [] for n in self.contenders}
-            scores: dict[str, list[float]] = {}
-            for round_number in range(self.args.rounds):
-                names = list(self.contenders)
-                if round_number % 2:
-                    names.reverse()
-                for name in names:
-                    estimate = self._estimate(name, tokens)
-                    if estimate is not None and estimate > self.left():
-                        self.skip(f"{name} at {length} tokens", f"~{estimate:.0f} s left to run")
-                        continue
-                    got, seconds, delta_mb = self._timed(self.contenders[name], docs)
-                    samples[name].append((seconds, delta_mb))
-                    scores[name] = got
-                    print(
-                        f"{length:5d} tokens x {count:4d}: {name:22s} {tokens / seconds:11.0f} "
-                        f"tokens/s ({seconds:.2f} s)",
-                        flush=True,
-                    )
-            reference = scores.get("reference")
-            for name, runs in samples.items():
-                if not runs:
-                    continue
-                seconds = statistics.median(s for s, _ in runs)
-                entry = {
-                    "seconds": [round(s, 4) for s, _ in runs],
-                    "tokens_per_s": round(tokens / seconds, 1),
-                    "pairs_per_s": round(count / seconds, 2),
-                    "peak_memory_mb": round(max(m for _, m in runs), 1),
-                }
-                if reference is not None and name in scores:
-                    entry["max_abs_diff_vs_reference"] = max(
-                        abs(a - b) for a, b in zip(scores[name], reference, strict=True)
-                    )
-                row["contenders"][name] = entry
-                self.rates[name] = tokens / seconds
-            ours = row["contenders"].get("finerank")
-            if ours:
-                self._fractions(ours, tokens, computed)
-                for name, entry in row["contenders"].items():
-                    if name != "finerank":
-                        row.setdefault("finerank_speedup", {})[name] = round(
-                            ours["tokens_per_s"] / entry["tokens_per_s"], 2
-                        )
-            rows.append(row)
+            try:
+                self._throughput_point(length, self.result["throughput"])
+            except Exception as exc:  # the next length may still run
+                self.error(f"throughput at {length} tokens", exc)
             self.save()
+
+    def _throughput_point(self, length: int, rows: list) -> None:
+        reranker = self._finerank_reranker()
+        count = max(2, self.args.tokens_per_point // length)
+        docs = synthetic_documents(self.tokenizer, self.source, length, count)
+        prepared = reranker.engine.prepare(SEED_QUERY, docs, instruction=SEED_INSTRUCTION)
+        tokens = prepared.num_tokens
+        computed = decoder_flops(
+            reranker.backend.decoder_model.config,
+            pack_segments(reranker.engine.plan(prepared.items)),
+        )["total"]
+        row: dict = {"length": length, "pairs": count, "tokens": tokens, "contenders": {}}
+        for name, contender in self.contenders.items():  # warm-up (kernels, allocator)
+            if self.left() < 30:
+                break
+            try:
+                contender.score(SEED_QUERY, docs[: min(4, count)], SEED_INSTRUCTION)
+            except Exception as exc:
+                self.error(f"{name} warm-up at {length} tokens", exc)
+        samples: dict[str, list[tuple[float, float]]] = {n: [] for n in self.contenders}
+        scores: dict[str, list[float]] = {}
+        for round_number in range(self.args.rounds):
+            names = list(self.contenders)
+            if round_number % 2:
+                names.reverse()
+            for name in names:
+                estimate = self._estimate(name, tokens)
+                if estimate is not None and estimate > self.left():
+                    self.skip(f"{name} at {length} tokens", f"~{estimate:.0f} s left to run")
+                    continue
+                try:
+                    got, seconds, delta_mb = self._timed(self.contenders[name], docs)
+                except Exception as exc:  # out of memory at 8k, say: the others go on
+                    self.error(f"{name} at {length} tokens", exc)
+                    continue
+                samples[name].append((seconds, delta_mb))
+                scores[name] = got
+                print(
+                    f"{length:5d} tokens x {count:4d}: {name:22s} {tokens / seconds:11.0f} "
+                    f"tokens/s ({seconds:.2f} s)",
+                    flush=True,
+                )
+        reference = scores.get("reference")
+        for name, runs in samples.items():
+            if not runs:
+                continue
+            seconds = statistics.median(s for s, _ in runs)
+            entry = {
+                "seconds": [round(s, 4) for s, _ in runs],
+                "tokens_per_s": round(tokens / seconds, 1),
+                "pairs_per_s": round(count / seconds, 2),
+                "peak_memory_mb": round(max(m for _, m in runs), 1),
+            }
+            if reference is not None and name in scores:
+                entry["max_abs_diff_vs_reference"] = max(
+                    abs(a - b) for a, b in zip(scores[name], reference, strict=True)
+                )
+            row["contenders"][name] = entry
+            self.rates[name] = tokens / seconds
+        ours = row["contenders"].get("finerank")
+        if ours:
+            self._fractions(ours, tokens, computed)
+            for name, entry in row["contenders"].items():
+                if name != "finerank":
+                    row.setdefault("finerank_speedup", {})[name] = round(
+                        ours["tokens_per_s"] / entry["tokens_per_s"], 2
+                    )
+        rows.append(row)
+        self.attention()
+
+    def attention(self) -> None:
+        """Which attention path finerank's decoder runs (``finerank_attention``)."""
+        decoder = self._finerank_reranker().backend.decoder
+        kernel = decoder._varlen is not None and decoder._use_varlen(
+            self.device, self._finerank_reranker().backend.dtype
+        )
+        self.result["finerank_attention"] = {
+            "path": "varlen" if kernel else "sdpa" if self.device.type == "cuda" else "cpu",
+            "first_use_check": decoder.varlen_check,
+            "tolerance": decoder.VARLEN_CHECK_TOLERANCE,
+        }
 
     def _fractions(self, entry: dict, tokens: int, computed_flops: float) -> None:
         rate = entry["tokens_per_s"]
@@ -347,14 +446,18 @@ class Check:
                 if estimate is not None and 3 * estimate > self.left():
                     self.skip(f"latency of {name} at {length} tokens", "budget")
                     continue
-                contender.score(SEED_QUERY, docs[:1], SEED_INSTRUCTION)  # warm-up
                 samples = []
-                for doc in docs:
-                    _sync(self.device)
-                    started = time.perf_counter()
-                    contender.score(SEED_QUERY, [doc], SEED_INSTRUCTION)
-                    _sync(self.device)
-                    samples.append((time.perf_counter() - started) * 1000)
+                try:
+                    contender.score(SEED_QUERY, docs[:1], SEED_INSTRUCTION)  # warm-up
+                    for doc in docs:
+                        _sync(self.device)
+                        started = time.perf_counter()
+                        contender.score(SEED_QUERY, [doc], SEED_INSTRUCTION)
+                        _sync(self.device)
+                        samples.append((time.perf_counter() - started) * 1000)
+                except Exception as exc:
+                    self.error(f"latency of {name} at {length} tokens", exc)
+                    continue
                 latency[str(length)][name] = {
                     "p50_ms": round(percentile(samples, 50), 2),
                     "p90_ms": round(percentile(samples, 90), 2),
@@ -368,11 +471,12 @@ class Check:
         self.rates: dict[str, float] = {}
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise SystemExit("no CUDA device here: pass --device cpu for the dry run")
-        self.tests()
-        self.ceiling()
-        self.load()
-        self.throughput()
-        self.latency()
+        self.step("tests", self.tests)
+        self.step("ceiling", self.ceiling)
+        self.step("load", self.load)
+        if "finerank" in getattr(self, "contenders", {}):
+            self.step("throughput", self.throughput)
+            self.step("latency", self.latency)
         if self.device.type == "cuda":
             self.result["gpu_memory_peak_mb"] = round(
                 torch.cuda.max_memory_allocated(self.device) / 2**20, 1
@@ -410,6 +514,18 @@ def summary(result: dict) -> str:
     tests = result.get("tests")
     if tests:
         lines.append(f"- CUDA tests: {tests['counts']} (pytest exit {tests['exit_code']})")
+    attention = result.get("finerank_attention")
+    if attention:
+        check = attention.get("first_use_check") or {}
+        detail = check.get("error") or (
+            f"relative difference {check['relative_difference']:.2e} vs SDPA"
+            if "relative_difference" in check
+            else "not checked"
+        )
+        lines.append(f"- finerank attention: {attention['path']} ({detail})")
+    packages = env.get("packages") or {}
+    if packages:
+        lines.append("- " + ", ".join(f"{n} {v}" for n, v in packages.items() if v))
     lines.append(f"- elapsed: {result.get('elapsed_s')} s")
     rows = result.get("throughput") or []
     names = sorted({n for r in rows for n in r["contenders"]}, key=_order)
@@ -458,6 +574,10 @@ def summary(result: dict) -> str:
         lines.append(f"\nGPU memory peak of the whole run: {result['gpu_memory_peak_mb']} MB")
     for line in result.get("skipped", []):
         lines.append(f"- {line}")
+    errors = result.get("errors") or {}
+    if errors:
+        lines += ["", "## Errors (the run went on)", ""]
+        lines += [f"- {what}: {e['error'].splitlines()[0][:300]}" for what, e in errors.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -501,7 +621,8 @@ def main(argv: list[str] | None = None) -> int:
         check.save()
         print("\n" + summary(check.result), flush=True)
     tests = check.result.get("tests")
-    return 1 if tests and tests["exit_code"] not in (0, 5) else 0
+    failed = tests and tests["exit_code"] not in (0, 5)
+    return 1 if failed or check.result["errors"] else 0
 
 
 if __name__ == "__main__":

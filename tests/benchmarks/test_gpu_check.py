@@ -1,5 +1,6 @@
 """``benchmarks/gpu_check.py`` keeps running: its CPU dry run (``--device cpu --size tiny``),
-smallest form, writes every section of the JSON and the summary."""
+smallest form, writes every section of the JSON and the summary; a contender that fails to
+load is recorded and the rest is still measured (exit code 1)."""
 
 from __future__ import annotations
 
@@ -20,10 +21,15 @@ def test_gpu_check_dry_run(tmp_path, monkeypatch):
     code = check.main(
         ["--device", "cpu", "--size", "tiny", "--out", str(out), "--skip-tests",
          "--lengths", "64", "--tokens-per-point", "192", "--rounds", "1",
-         "--latency-lengths", "64", "--latency-samples", "2"]
+         "--latency-lengths", "64", "--latency-samples", "2",
+         "--contenders", "finerank,reference,sentence-transformers,no-such-contender"]
     )  # fmt: skip
-    assert code == 0
+    assert code == 1  # the unknown contender's load error; everything else ran
     result = json.loads((out / "gpu_check.json").read_text())
+    assert list(result["errors"]) == ["load no-such-contender"]
+    assert "unknown contender" in result["errors"]["load no-such-contender"]["error"]
+    assert result["finerank_attention"]["path"] == "cpu"
+    assert result["environment"]["packages"]["transformers"]
     assert result["model"]["size"] == "tiny" and result["model"]["random_weights"]
     assert result["ceiling"]["bf16_matmul_gflops"] > 0
     (row,) = result["throughput"]
@@ -38,3 +44,4 @@ def test_gpu_check_dry_run(tmp_path, monkeypatch):
     assert any("tests skipped" in line for line in result["skipped"])
     summary = (out / "summary.md").read_text()
     assert "| doc tokens | pairs | finerank | reference" in summary and "| 64 | 3 |" in summary
+    assert "## Errors (the run went on)" in summary and "load no-such-contender" in summary
