@@ -18,13 +18,16 @@ pytestmark = MARKS
 def test_serve_on_cuda(qwen3_reranker_dir, cuda_rerankers, dtype):
     server = Server(qwen3_reranker_dir, "--device", "cuda", "--dtype", dtype)
     try:
-        assert any(f"dtype {dtype} on cuda" in line for line in server.lines), server.lines[-5:]
+        server.wait_line(f"dtype {dtype} on cuda")  # logged just after the ready line
         docs = ["第六十三条 处五日以下拘留。", "Bananas are yellow.", "网络运营者应当履行义务。"]
         body = {"query": "罚款多少？", "documents": docs}
-        reply = httpx.post(f"{server.url}/v1/rerank", json=body, timeout=60)
-        assert reply.status_code == 200, reply.text
+        # twice, on both sides: a first use runs the varlen kernel's check, which answers with
+        # the SDPA path's result (bf16 roundings apart from the kernel's); then both run varlen
+        for _ in range(2):
+            reply = httpx.post(f"{server.url}/v1/rerank", json=body, timeout=60)
+            assert reply.status_code == 200, reply.text
         served = {r["index"]: r["relevance_score"] for r in reply.json()["results"]}
-        local = cuda_rerankers[dtype].rerank("罚款多少？", docs)
+        local = [cuda_rerankers[dtype].rerank("罚款多少？", docs) for _ in range(2)][-1]
         for result in local:
             assert abs(served[result.index] - result.score) <= 1e-3
     finally:

@@ -66,6 +66,17 @@ class Server:
             self.stop()
             raise AssertionError("server never became ready:\n" + "\n".join(self.lines[-20:]))
 
+    def wait_line(self, text: str, timeout: float = 10) -> str:
+        """The first log line holding ``text``, waiting for it: lines logged after the ready
+        line may not have been read yet when the constructor returns."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = next((line for line in self.lines if text in line), None)
+            if found is not None:
+                return found
+            assert time.monotonic() < deadline, (text, self.lines[-5:])
+            time.sleep(0.05)
+
     def metrics(self) -> dict[str, float]:
         return parse_metrics(httpx.get(self.url + "/metrics", timeout=30).text)
 
@@ -147,11 +158,7 @@ def test_ready_line_and_loopback(server):
         "components": {"reranker": "ready"},
     }
     # the line after it says which dtype runs and which one is fastest on this CPU
-    deadline = time.monotonic() + 10
-    while not any("finerank dtype float32 on CPU" in line for line in server.lines):
-        assert time.monotonic() < deadline, server.lines[-5:]
-        time.sleep(0.05)
-    assert any("fastest here: " in line for line in server.lines)
+    assert "fastest here: " in server.wait_line("finerank dtype float32 on CPU")
 
 
 def test_every_dialect_returns_the_python_api_scores(server, qwen3_reranker):
