@@ -46,17 +46,27 @@ def _peak_bytes(call) -> int:
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_real_oom_halves_and_keeps_every_pair(cuda_rerankers, dtype):
     reranker = cuda_rerankers[dtype]
-    docs = [sentences(60, i) for i in range(96)]  # ~96 x 1,000 tokens, one huge pack
     engine = ScoringEngine(
-        reranker.backend, max_batch_tokens=1 << 20, share_prefix=True, chunk_overlap=0.125
+        reranker.backend, max_batch_tokens=1 << 23, share_prefix=True, chunk_overlap=0.125
     )
-    items = engine.prepare(QUERY, docs, instruction=INSTRUCTION).items
-    assert len(engine.plan(items)) == 1
-    expected = engine.run(items)  # also runs the varlen kernel's first-use check
-    whole = _peak_bytes(lambda: engine.run(items))
-    small = _peak_bytes(lambda: engine.run(items[:4]))
+    docs = [sentences(60, i) for i in range(96)]  # ~96 x 1,100 tokens, one huge pack
+    few = engine.prepare(QUERY, docs[:4], instruction=INSTRUCTION).items
+    engine.run(few)  # first use: the varlen kernel's check runs both paths
+    small = _peak_bytes(lambda: engine.run(few))
     headroom = max(4 * small, 32 << 20)
-    assert whole > 3 * headroom, (whole, small)  # the cap below lets only small packs through
+    # The cap below must let only small packs through: more documents until the whole pack
+    # needs over 3x the headroom. fp32 runs SDPA groups, and with GQA that is the math
+    # backend (the efficient one takes no GQA), whose per-segment score matrices make a
+    # small pack cost far more than its tokens; bf16's varlen kernel has none.
+    while True:
+        items = engine.prepare(QUERY, docs, instruction=INSTRUCTION).items
+        expected = engine.run(items)
+        whole = _peak_bytes(lambda batch=items: engine.run(batch))
+        if whole > 3 * headroom or len(docs) >= 1536:
+            break
+        docs += [sentences(60, i) for i in range(len(docs), 2 * len(docs))]
+    assert len(engine.plan(items)) == 1
+    assert whole > 3 * headroom, (whole, small, len(docs))
 
     total = torch.cuda.get_device_properties(0).total_memory
     torch.cuda.empty_cache()
