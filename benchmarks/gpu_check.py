@@ -135,7 +135,7 @@ def environment(device: torch.device) -> dict:
         "packages": {name: _version(name) for name in PACKAGES},
         "varlen_attn": varlen_signature(),
     }
-    if device.type == "cuda":
+    if device.type == "cuda" and torch.cuda.is_available():  # else run() says so and stops
         props = torch.cuda.get_device_properties(device)
         env["gpu"] = props.name
         env["gpu_memory_gb"] = round(props.total_memory / 2**30, 1)
